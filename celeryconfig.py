@@ -1,0 +1,33 @@
+"""Celery settings, derived from runlane.settings (the environment) when Celery first reads them.
+
+Reliability choices, and why:
+- task_acks_late + task_reject_on_worker_lost: a message is acknowledged only after the run
+  finished, so a worker that dies mid-run leaves it to be redelivered (the run claim in the
+  database makes a duplicate delivery a no-op).
+- worker_prefetch_multiplier = 1: a worker holds no more runs than it executes, so a busy
+  worker does not sit on queued runs that an idle one could take.
+- visibility_timeout: with the Redis broker an unacknowledged message comes back after this
+  long; it must be longer than any run's hard time limit or a slow run would be redelivered
+  while still running.
+- json only: the message carries one signed string, never a pickled object.
+"""
+from __future__ import annotations
+
+from runlane.settings import load
+
+_settings = load()
+
+broker_url = _settings.require_redis_url()
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": 3600}
+result_backend = None
+task_ignore_result = True
+task_serializer = "json"
+accept_content = ["json"]
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_default_queue = "runlane"
+worker_send_task_events = True
+task_send_sent_event = False
+worker_hijack_root_logger = False

@@ -1,0 +1,1 @@
+"""Events: envelope, channel naming, the event log, publishing and per-process routing."""

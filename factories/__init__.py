@@ -1,0 +1,17 @@
+"""Factories assemble per-request and per-run objects; they implement nothing themselves."""
+from __future__ import annotations
+
+from factories.agents import AgentInstanceFactory
+from factories.bridge import WebSocketBridgeFactory
+from factories.context import RunLimits, UserExecutionContext, sign_context, verify_context
+from factories.engine import ExecutionEngineFactory
+
+__all__ = [
+    "AgentInstanceFactory",
+    "ExecutionEngineFactory",
+    "RunLimits",
+    "UserExecutionContext",
+    "WebSocketBridgeFactory",
+    "sign_context",
+    "verify_context",
+]

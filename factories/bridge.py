@@ -1,0 +1,22 @@
+"""WebSocketBridgeFactory: an EventBridge bound to one user's channel and one run."""
+from __future__ import annotations
+
+from events.bridge import EventBridge, Publisher
+from events.channels import user_channel
+from events.eventlog import EventLog
+from factories.context import UserExecutionContext
+
+
+class WebSocketBridgeFactory:
+    def __init__(self, *, log: EventLog, publisher: Publisher, channel_prefix: str) -> None:
+        self._log = log
+        self._publisher = publisher
+        self._prefix = channel_prefix
+
+    def create(self, ctx: UserExecutionContext) -> EventBridge:
+        """The channel comes from the verified context's user id and nothing else."""
+        return EventBridge(
+            user_id=ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
+            channel=user_channel(self._prefix, ctx.user_id), log=self._log,
+            publisher=self._publisher,
+        )

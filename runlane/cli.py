@@ -1,0 +1,152 @@
+"""The `runlane` command: run the whole system (`up`) or one part of it, and issue tokens."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from runlane.settings import Settings, load
+
+
+def _web_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
+        "-b", f"{host}:{port}", "webapp.wsgi:app",
+    ]
+
+
+def _worker_argv(concurrency: int) -> list[str]:
+    # prefork: the only Celery pool that can enforce a hard time limit on a stuck run.
+    return [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork",
+        "-c", str(concurrency), "--loglevel", "INFO", "-n", "runlane@%h",
+    ]
+
+
+def _wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from runlane.embedded import EmbeddedRedis  # noqa: PLC0415 - only `up` embeds Redis
+    from runlane.supervisor import Supervisor  # noqa: PLC0415
+    from storage.db import migrate  # noqa: PLC0415
+
+    settings = load()
+    instance = settings.instance_path.resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+    settings.jwt_secret()  # creates the development secret before any child reads it
+    env = dict(os.environ, RUNLANE_INSTANCE_PATH=str(instance))
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(instance / "redis")
+        env["REDIS_URL"] = embedded.start()
+        print(f"Embedded Redis at {env['REDIS_URL']}", flush=True)
+    database_url = settings.resolved_database_url()
+    env["DATABASE_URL"] = database_url
+    supervisor = Supervisor(env)
+    supervisor.install_signal_handlers()
+    status = 0
+    try:
+        migrate(database_url)
+        supervisor.start("worker", _worker_argv(args.concurrency))
+        supervisor.start("web", _web_argv(args.host, args.port))
+        if not _wait_for_port(args.host, args.port, 60):
+            print("the web server did not start; see the log above", file=sys.stderr)
+            return 1
+        url = f"http://{args.host}:{args.port}"
+        print(
+            f"\nRunlane is up at {url}\n"
+            f"  token:  runlane token --user alice      (instance folder {instance})\n"
+            f"  submit: curl -X POST {url}/api/agents/v2/thread/t1/runs "
+            "-H \"Authorization: Bearer $TOKEN\" -d '{\"agent\":\"demo\",\"input\":{\"steps\":3}}'\n"
+            "  stop:   Ctrl-C\n",
+            flush=True,
+        )
+        status = supervisor.wait()
+    finally:
+        supervisor.stop()
+        if embedded is not None:
+            embedded.stop()
+    return status
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    load().require_redis_url()
+    os.execv(sys.executable, _web_argv(args.host, args.port))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    load().require_redis_url()
+    os.execv(sys.executable, _worker_argv(args.concurrency))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from webapp.auth import issue_token  # noqa: PLC0415
+
+    settings: Settings = load()
+    print(issue_token(settings, settings.jwt_secret(), args.user, args.ttl))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from storage.db import migrate  # noqa: PLC0415
+
+    migrate(load().resolved_database_url())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runlane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run web, worker and (if REDIS_URL is unset) Redis")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    up.set_defaults(func=cmd_up)
+
+    web = sub.add_parser("web", help="run the web server alone (needs REDIS_URL)")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.set_defaults(func=cmd_web)
+
+    worker = sub.add_parser("worker", help="run a Celery worker alone (needs REDIS_URL)")
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.set_defaults(func=cmd_worker)
+
+    token = sub.add_parser("token", help="print a signed token for a user (development)")
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=int, default=None, help="seconds (default 24 h)")
+    token.set_defaults(func=cmd_token)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from runlane.errors import RunlaneError  # noqa: PLC0415
+
+    try:
+        return int(args.func(args))
+    except RunlaneError as exc:
+        print(f"runlane: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Settings read once from the environment; every process derives its config from here."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runlane.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the defaults of the embedded (development) path."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNLANE_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    instance_path: Path = Path("instance")
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "RUNLANE_REDIS_URL")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "RUNLANE_DATABASE_URL")
+    )
+    secret_key: str | None = None
+    signing_key: str | None = None
+    jwt_issuer: str = "runlane"
+    jwt_audience: str = "runlane"
+    token_ttl_seconds: int = 24 * 3600
+    channel_prefix: str = "runlane"
+    max_content_length: int = 1024 * 1024
+    socket_queue_size: int = 1024
+    socket_ping_interval: float = 25.0
+    socket_max_message_size: int = 64 * 1024
+    socket_auth_timeout: float = 5.0
+    runs_page_max: int = 100
+
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or a SQLite file in the instance folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.instance_path / 'runlane.db').resolve()}"
+
+    def require_redis_url(self) -> str:
+        """REDIS_URL; only `runlane up` (and the test suite) start an embedded Redis."""
+        if not self.redis_url:
+            raise ConfigurationError(
+                "REDIS_URL is not set: run `runlane up` (which starts an embedded Redis) "
+                "or point REDIS_URL at a Redis server"
+            )
+        return self.redis_url
+
+    def jwt_secret(self) -> str:
+        """The HS256 token secret: configured, or (development only) the instance secret."""
+        if self.secret_key:
+            if len(self.secret_key.encode()) < 32:
+                raise ConfigurationError("RUNLANE_SECRET_KEY must be at least 32 bytes")
+            return self.secret_key
+        if self.env == "production":
+            raise ConfigurationError("RUNLANE_SECRET_KEY must be set in production")
+        return instance_secret(self.instance_path)
+
+    def context_signing_key(self) -> bytes:
+        """Key for the HMAC on task contexts; derived from the token secret unless set."""
+        if self.signing_key:
+            return self.signing_key.encode()
+        return hmac.new(self.jwt_secret().encode(), b"runlane.context", hashlib.sha256).digest()
+
+
+def instance_secret(instance_path: Path) -> str:
+    """Read, or create once with mode 0600, the development secret of an instance folder."""
+    path = instance_path / "secret.key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    instance_path.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of this instance won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment, then `overrides` (by field name) on top."""
+    base = Settings()
+    if not overrides:
+        return base
+    return base.model_copy(update=dict(overrides))

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, sessions and the only SQL that touches user-owned rows."""

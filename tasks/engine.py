@@ -1,0 +1,138 @@
+"""ExecutionEngine: runs one agent for one run, turning what it does into events.
+
+Built fresh per run by ExecutionEngineFactory; it owns the run from claim to terminal state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agents.base import Agent, AgentError
+from agents.tools import Tool, ToolError
+from events.types import Event, EventType
+from factories.context import UserExecutionContext
+from storage.models import RunStatus
+
+log = logging.getLogger(__name__)
+
+
+class Emitter(Protocol):
+    def emit(self, type: str, data: Any) -> Event: ...
+
+
+class Observer(Protocol):
+    def on_event(self, event: Event) -> None: ...
+
+
+RecordTerminal = Callable[[RunStatus, Any, str | None], bool]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    output: Any = None
+    error: str | None = None
+
+
+class StepLimitExceeded(AgentError):
+    """The agent made more thinking/tool steps than its limits allow."""
+
+
+class _AgentRunContext:
+    """The RunContext handed to the agent: it can think and call tools, nothing else."""
+
+    def __init__(self, engine: "ExecutionEngine") -> None:
+        self._engine = engine
+
+    @property
+    def input(self) -> Any:
+        return self._engine.ctx.input
+
+    def think(self, text: str) -> None:
+        self._engine.step()
+        self._engine.emit(EventType.AGENT_THINKING, {"text": str(text)})
+
+    def call_tool(self, name: str, **arguments: Any) -> Any:
+        return self._engine.call_tool(name, arguments)
+
+
+class ExecutionEngine:
+    """Executes `agent` for `ctx`, emitting through `emitter` and recording the end state."""
+
+    def __init__(
+        self,
+        ctx: UserExecutionContext,
+        agent: Agent | None,
+        *,
+        emitter: Emitter,
+        tools: Mapping[str, Tool],
+        record_terminal: RecordTerminal,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.ctx = ctx
+        self.agent = agent
+        self._emitter = emitter
+        self._tools = tools
+        self._record_terminal = record_terminal
+        self._observers = observers
+        self._steps = 0
+        self._calls = 0
+
+    def emit(self, type: EventType, data: Any) -> Event:
+        event = self._emitter.emit(type.value, data)
+        for observer in self._observers:
+            try:
+                observer.on_event(event)
+            except Exception:  # an observer must never break a run
+                log.exception("observer %r failed on %s", observer, event.type)
+        return event
+
+    def step(self) -> None:
+        self._steps += 1
+        if self._steps > self.ctx.limits.max_steps:
+            raise StepLimitExceeded(f"more than {self.ctx.limits.max_steps} steps")
+
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        self.step()
+        tool = self._tools.get(name)
+        if tool is None:
+            raise AgentError(f"unknown tool {name!r}")
+        self._calls += 1
+        call_id = self._calls
+        self.emit(EventType.TOOL_EXECUTING, {"tool": name, "call_id": call_id, "arguments": arguments})
+        try:
+            result = tool.function(**arguments)
+        except (ToolError, TypeError) as exc:
+            self.emit(EventType.TOOL_COMPLETED, {"tool": name, "call_id": call_id, "error": str(exc)})
+            raise AgentError(f"tool {name} failed: {exc}") from None
+        self.emit(EventType.TOOL_COMPLETED, {"tool": name, "call_id": call_id, "result": result})
+        return result
+
+    def run(self) -> Outcome:
+        """Run the agent to a terminal state; never raises for the agent's own failures."""
+        self.emit(EventType.AGENT_STARTED, {"agent": self.ctx.agent, "input": self.ctx.input})
+        if self.agent is None:
+            return self.finish(Outcome(RunStatus.FAILED, error=f"agent {self.ctx.agent!r} unavailable"))
+        try:
+            output = self.agent.run(_AgentRunContext(self))
+            json.dumps(output)
+        except Exception as exc:  # the agent's failure is the run's failure, not the worker's
+            if not isinstance(exc, AgentError):
+                log.warning("agent %s raised %s", self.ctx.agent, type(exc).__name__, exc_info=True)
+            return self.finish(Outcome(RunStatus.FAILED, error=str(exc) or type(exc).__name__))
+        return self.finish(Outcome(RunStatus.COMPLETED, output=output))
+
+    def finish(self, outcome: Outcome) -> Outcome:
+        # Recorded before the event is sent, so a client reading /state after the terminal
+        # event always sees the terminal status.
+        if not self._record_terminal(outcome.status, outcome.output, outcome.error):
+            log.warning("run %s was no longer running; terminal state not recorded", self.ctx.run_id)
+            return outcome
+        if outcome.status is RunStatus.COMPLETED:
+            self.emit(EventType.AGENT_COMPLETED, {"output": outcome.output})
+        else:
+            self.emit(EventType.AGENT_FAILED, {"error": outcome.error})
+        return outcome

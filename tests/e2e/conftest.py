@@ -1,0 +1,138 @@
+"""`runlane up` as a user runs it: a subprocess in an empty folder, nothing configured."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+PG_ADMIN_URL = os.environ.get("RUNLANE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def runlane_script() -> str:
+    """The console script pip installed next to this interpreter (what the README runs)."""
+    return str(Path(sys.executable).parent / "runlane")
+
+
+def clean_env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RUNLANE_") and k not in ("REDIS_URL", "DATABASE_URL")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+@dataclass
+class Deployment:
+    base_url: str
+    workdir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def token(self, user: str) -> str:
+        out = subprocess.run(
+            [runlane_script(), "token", "--user", user],
+            cwd=self.workdir, env=self.env, capture_output=True, text=True, check=True, timeout=30,
+        )
+        return out.stdout.strip()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 40) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def postgres_database() -> Iterator[str | None]:
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=2)
+    except Exception:  # noqa: BLE001 - no PostgreSQL here
+        yield None
+        return
+    name = f"runlane_e2e_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    env = clean_env(tmp_path)
+    pg = postgres_database()
+    if request.param == "postgresql":
+        url = next(pg)
+        if url is None:
+            pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL}")
+        env["DATABASE_URL"] = url
+    port = free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [runlane_script(), "up", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    dep = Deployment(f"http://127.0.0.1:{port}", tmp_path, env, process, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"runlane up exited early:\n{log.read_text()}")
+        if "Runlane is up at" in log.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"runlane up did not come up:\n{log.read_text()}")
+    try:
+        requests.get(f"{dep.base_url}/readyz", timeout=10).raise_for_status()
+        yield dep
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        next(pg, None)

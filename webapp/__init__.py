@@ -1,0 +1,40 @@
+"""The web process: create_app() builds the Flask app; nothing happens at import time."""
+from __future__ import annotations
+
+import atexit
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from runlane.settings import load
+from webapp import problems
+from webapp.extensions import WebState, sock
+
+PREFIXES = ("/api/agents", "/api/agent")
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Settings from the environment, then `overrides` (Settings field names)."""
+    from webapp import health, sockets, v2  # noqa: PLC0415 - blueprints import the extensions
+
+    settings = load(overrides)
+    app = Flask(__name__, instance_path=str(settings.instance_path.resolve()))
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SOCK_SERVER_OPTIONS={
+            "ping_interval": settings.socket_ping_interval,
+            "max_message_size": settings.socket_max_message_size,
+        },
+    )
+    web_state = WebState.build(settings)
+    app.extensions["runlane"] = web_state
+    atexit.register(web_state.close)
+    problems.init_app(app)
+    sock.init_app(app)
+    app.register_blueprint(health.bp)
+    for prefix in PREFIXES:
+        suffix = prefix.rsplit("/", 1)[-1]
+        app.register_blueprint(v2.bp, url_prefix=f"{prefix}/v2", name=f"v2_{suffix}")
+        app.register_blueprint(sockets.bp, url_prefix=f"{prefix}/v2", name=f"sockets_{suffix}")
+    return app

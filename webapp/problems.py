@@ -1,0 +1,61 @@
+"""RFC 9457 problem details: every error leaves the web process through here."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from runlane.errors import RunlaneError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.path
+    body.update(extra)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="runlane"'
+    return response
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"path": "/" + "/".join(str(p) for p in err["loc"]), "message": err["msg"]}
+        for err in exc.errors()
+    ]
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(RunlaneError)
+    def _runlane(exc: RunlaneError) -> Response:
+        if exc.status >= 500:
+            log.error("internal error: %s", exc)
+            return problem(500, "Internal error")
+        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.errorhandler(ValidationError)
+    def _validation(exc: ValidationError) -> Response:
+        return problem(422, "Unprocessable input", "the request body is not valid",
+                       errors=validation_errors(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        response = problem(exc.code or 500, exc.name, exc.description)
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "Internal error", "the server failed to handle this request")
