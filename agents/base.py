@@ -29,6 +29,11 @@ class Agent(ABC):
     description: ClassVar[str]
     input_schema: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def input_from_text(cls, text: str) -> Any:
+        """The input a v1 `message`/`query` string stands for (the v1 mapping rule)."""
+        return text
+
     @abstractmethod
     def run(self, ctx: RunContext) -> Any:
         """Do the work and return the run's output (JSON-serialisable)."""

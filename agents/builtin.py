@@ -25,13 +25,17 @@ class DemoAgent(Agent):
     input_schema: dict[str, Any] = {
         "type": "object",
         "properties": {
-            "steps": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-            "delay_ms": {"type": "integer", "minimum": 0, "maximum": 60000, "default": 0},
+            "steps": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
+            "delay_ms": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 0},
             "fail_at": {"type": "integer", "minimum": 1},
             "text": {"type": "string", "maxLength": 10000},
         },
         "additionalProperties": False,
     }
+
+    @classmethod
+    def input_from_text(cls, text: str) -> Any:
+        return {"text": text}
 
     def run(self, ctx: RunContext) -> Any:
         args = ctx.input or {}

@@ -18,7 +18,10 @@ class EventType(str, enum.Enum):
 
     @property
     def terminal(self) -> bool:
-        return self in (EventType.AGENT_COMPLETED, EventType.AGENT_FAILED)
+        return self.value in TERMINAL_TYPES
+
+
+TERMINAL_TYPES = frozenset({"agent_completed", "agent_failed"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -12,6 +13,9 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runlane.errors import ConfigurationError
+
+
+MigrationMode = Literal["factory_preferred", "factory_only"]
 
 
 class Settings(BaseSettings):
@@ -39,6 +43,15 @@ class Settings(BaseSettings):
     socket_max_message_size: int = 64 * 1024
     socket_auth_timeout: float = 5.0
     runs_page_max: int = 100
+    migration_mode: MigrationMode = "factory_preferred"
+    migration_routes: dict[str, MigrationMode] = {}
+    v1_default_agent: str = "demo"
+    v1_deprecated_at: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    v1_sunset: datetime = datetime(2027, 6, 30, tzinfo=timezone.utc)
+
+    def migration_mode_for(self, route: str) -> MigrationMode:
+        """The mode of one v1 route: its override, else the global mode."""
+        return self.migration_routes.get(route, self.migration_mode)
 
     def resolved_database_url(self) -> str:
         """DATABASE_URL, or a SQLite file in the instance folder."""

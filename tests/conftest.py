@@ -64,7 +64,7 @@ def runlane_env(
 
 
 @pytest.fixture(scope="session")
-def celery_worker(runlane_env: dict[str, str]) -> Iterator[object]:
+def runlane_worker(runlane_env: dict[str, str]) -> Iterator[object]:
     """A real Celery worker in this process, consuming the Redis broker (never eager)."""
     from celery.contrib.testing.worker import start_worker
 
@@ -144,7 +144,7 @@ def tokens(live_server: str) -> Tokens:
 
 
 @pytest.fixture
-def users(tokens: Tokens, celery_worker: object) -> Tokens:
+def users(tokens: Tokens, runlane_worker: object) -> Tokens:
     """Like `tokens`, with the worker running so submitted runs execute."""
     return tokens
 

@@ -18,6 +18,10 @@ class User:
     token: str
     base_url: str
 
+    def on(self, base_url: str) -> "User":
+        """The same user talking to another server."""
+        return User(self.user_id, self.token, base_url)
+
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}

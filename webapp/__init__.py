@@ -16,10 +16,12 @@ PREFIXES = ("/api/agents", "/api/agent")
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Settings from the environment, then `overrides` (Settings field names)."""
-    from webapp import health, sockets, v2  # noqa: PLC0415 - blueprints import the extensions
+    from webapp import health, migration, openapi, sockets, v1, v2  # noqa: PLC0415 - blueprints import the extensions
 
     settings = load(overrides)
-    app = Flask(__name__, instance_path=str(settings.instance_path.resolve()))
+    app = Flask(
+        __name__, instance_path=str(settings.instance_path.resolve()), static_folder=None
+    )
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         SOCK_SERVER_OPTIONS={
@@ -33,8 +35,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     problems.init_app(app)
     sock.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     for prefix in PREFIXES:
         suffix = prefix.rsplit("/", 1)[-1]
         app.register_blueprint(v2.bp, url_prefix=f"{prefix}/v2", name=f"v2_{suffix}")
         app.register_blueprint(sockets.bp, url_prefix=f"{prefix}/v2", name=f"sockets_{suffix}")
+        app.register_blueprint(v1.bp, url_prefix=prefix, name=f"v1_{suffix}")
+    migration.log_startup(app, settings)
     return app

@@ -5,6 +5,7 @@ import redis
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
+from webapp.apidoc import documented
 from webapp.extensions import state
 from webapp.problems import problem
 
@@ -12,11 +13,15 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@documented(summary="Liveness: the process answers", tags=("meta",), auth=False, errors=(),
+            responses={200: None})
 def healthz() -> Response:
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@documented(summary="Readiness: Redis and the database are reachable", tags=("meta",),
+            auth=False, errors=(503,), responses={200: None})
 def readyz() -> Response:
     st = state()
     failing = []

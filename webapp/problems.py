@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, Response, json, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from runlane.errors import RunlaneError
 
@@ -48,7 +49,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
-        response = problem(exc.code or 500, exc.name, exc.description)
+        detail = exc.description
+        if isinstance(exc, WebsocketMismatch):
+            detail = "this route speaks the websocket protocol only (see docs/websocket.md)"
+        response = problem(exc.code or 500, exc.name, detail)
         if exc.code == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:

@@ -16,6 +16,7 @@ from simple_websocket import ConnectionClosed
 
 from events.router import SocketSink
 from runlane.errors import Unauthenticated
+from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token, verify_token
 from webapp.extensions import WebState, sock, state
 
@@ -81,7 +82,13 @@ def _read(ws: Any, sink: SocketSink, gone: threading.Event) -> None:
         gone.set()
 
 
-@sock.route("/ws", bp=bp)
+@sock.route("/ws", bp=bp)  # registers a functools.wraps copy, so @documented goes below
+@documented(
+    summary="The event socket (websocket): authenticate, then receive your runs' events",
+    description="Protocol, frames and close codes: docs/websocket.md. Authenticate with the "
+                "Authorization header or a first frame {\"type\": \"auth\", \"token\": …}.",
+    tags=("v2",), auth=False, errors=(400,), responses={101: None},
+)
 def events_socket(ws: Any) -> None:
     st = state()
     principal = _authenticate(ws, st)

@@ -5,13 +5,25 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
 from factories.context import UserExecutionContext
+from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.requests import checked_id, parse_body, query_int, request_id
-from webapp.schemas import AgentInfo, AgentList, SubmitRun
+from webapp.migration import report
+from webapp.schemas import (
+    AgentInfo,
+    AgentList,
+    EventOut,
+    EventPage,
+    MigrationReport,
+    RunPage,
+    RunResource,
+    SubmitRun,
+)
+from webapp.streams import sse_frames
 
 bp = Blueprint("v2", __name__)
 
@@ -21,6 +33,8 @@ def _json(model: Any, status: int = 200) -> Response:
 
 
 @bp.post("/thread/<thread_id>/runs")
+@documented(summary="Submit a run to a thread (created on first use)", tags=("v2",),
+            body=SubmitRun, responses={202: RunResource})
 @require_principal
 def submit_run(thread_id: str) -> Response:
     thread_id = checked_id(thread_id, "thread_id")
@@ -37,6 +51,7 @@ def submit_run(thread_id: str) -> Response:
 
 
 @bp.get("/<run_id>/state")
+@documented(summary="The state of one of your runs", tags=("v2",), responses={200: RunResource})
 @require_principal
 def run_state(run_id: str) -> Response:
     run_id = checked_id(run_id, "run_id")
@@ -44,6 +59,13 @@ def run_state(run_id: str) -> Response:
 
 
 @bp.get("/thread/<thread_id>/runs")
+@documented(
+    summary="Your runs of a thread, newest first", tags=("v2",), responses={200: RunPage},
+    params=(
+        Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+        Param("cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"),
+    ),
+)
 @require_principal
 def thread_runs(thread_id: str) -> Response:
     thread_id = checked_id(thread_id, "thread_id")
@@ -56,6 +78,8 @@ def thread_runs(thread_id: str) -> Response:
 
 
 @bp.get("/agents")
+@documented(summary="The agents you can run, with their input schemas", tags=("v2",),
+            responses={200: AgentList}, errors=(401,))
 @require_principal
 def list_agents() -> Response:
     agents = AgentList(
@@ -65,6 +89,51 @@ def list_agents() -> Response:
         ]
     )
     return _json(agents)
+
+
+@bp.get("/<run_id>/events")
+@documented(
+    summary="A run's stored events after `after`; with Accept: text/event-stream, backlog then "
+            "live as Server-Sent Events until the run ends (Last-Event-ID honoured)",
+    tags=("v2",), responses={200: EventPage}, media={200: "application/json, text/event-stream"},
+    params=(
+        Param("after", {"type": "integer", "minimum": 0, "default": 0}, "last seq already seen"),
+        Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+    ),
+)
+@require_principal
+def run_events(run_id: str) -> Response:
+    st = state()
+    user = current_principal().user_id
+    run = st.runs.get(user, checked_id(run_id, "run_id"))  # 404 before anything is read
+    after = query_int("after", 0, low=0, high=2**31)
+    if request.accept_mimetypes.best_match(["application/json", "text/event-stream"]) == (
+        "text/event-stream"
+    ):
+        last_id = request.headers.get("Last-Event-ID", "")
+        if last_id.isdigit():
+            after = max(after, int(last_id))
+        watch = st.watch(user, run.run_id, after_seq=after)
+
+        def frames():  # type: ignore[no-untyped-def]
+            with watch:
+                yield from sse_frames(watch.events(timeout=3600))
+
+        return Response(frames(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    limit = query_int("limit", 100, low=1, high=1000)
+    events = st.events.read_after(user, run.run_id, after, limit)
+    return _json(EventPage(items=[EventOut(**e.to_dict()) for e in events],
+                           next_after=events[-1].seq if events else after))
+
+
+@bp.get("/migration")
+@documented(summary="v1 → v2 migration: mode, every route, and v1 calls across all processes",
+            tags=("v2",), responses={200: MigrationReport}, errors=(401,))
+@require_principal
+def migration_report() -> Response:
+    st = state()
+    return _json(MigrationReport.model_validate(report(current_app, st.settings, st.redis)))
 
 
 @bp.after_request

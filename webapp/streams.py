@@ -1,0 +1,102 @@
+"""RunWatch: one run's events, stored then live, with no gap and no duplicate.
+
+Attach to the live stream first (buffering it), then read the log, then merge by `seq`,
+dropping what was already yielded and filling any gap from the log. Used by v1 `/execute`
+(to wait without polling) and by the SSE routes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from events.eventlog import EventLog
+from events.router import SocketRouter, SocketSink
+from events.types import TERMINAL_TYPES
+from runlane.errors import RunlaneError
+
+
+class StreamUnavailable(RunlaneError):
+    """The process could not subscribe to the event stream (Redis unreachable)."""
+
+    status = 503
+    title = "Event stream unavailable"
+
+
+class RunWatch:
+    def __init__(
+        self, *, router: SocketRouter, log: EventLog, user_id: str, run_id: str,
+        after_seq: int = 0, queue_size: int = 1024,
+    ) -> None:
+        self._router = router
+        self._log = log
+        self.user_id = user_id
+        self.run_id = run_id
+        self.last_seq = after_seq
+        self.finished = False
+        self._queue_size = queue_size
+        self._sink = SocketSink(queue_size)
+
+    def __enter__(self) -> "RunWatch":
+        if not self._router.attach(self.user_id, self._sink):
+            self._router.detach(self.user_id, self._sink)
+            raise StreamUnavailable("could not subscribe to the event stream; retry")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._router.detach(self.user_id, self._sink)
+
+    def _from_log(self) -> Iterator[dict[str, Any]]:
+        while True:
+            batch = self._log.read_after(self.user_id, self.run_id, self.last_seq, limit=500)
+            for event in batch:
+                yield self._accept(event.to_dict())
+            if len(batch) < 500:
+                return
+
+    def _accept(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.last_seq = event["seq"]
+        if event["type"] in TERMINAL_TYPES:
+            self.finished = True
+        return event
+
+    def events(self, timeout: float, idle: float = 15.0) -> Iterator[dict[str, Any] | None]:
+        """Yield events until the run ends or `timeout` passes; `None` after `idle` seconds
+        without one (so a caller can send a keep-alive)."""
+        deadline = time.monotonic() + timeout
+        yield from self._from_log()
+        while not self.finished:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._sink.overflowed:  # fell behind: the log has everything
+                self._sink = self._reattach()
+                yield from self._from_log()
+                continue
+            item = self._sink.next(timeout=min(remaining, idle))
+            if item is None:
+                yield None
+                continue
+            event = item[0]
+            if not event or event.get("run_id") != self.run_id or event["seq"] <= self.last_seq:
+                continue
+            if event["seq"] > self.last_seq + 1:  # missed some: read them from the log
+                yield from self._from_log()
+                continue
+            yield self._accept(event)
+
+    def _reattach(self) -> SocketSink:
+        self._router.detach(self.user_id, self._sink)
+        sink = SocketSink(self._queue_size)
+        self._router.attach(self.user_id, sink)
+        return sink
+
+
+def sse_frames(events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    """Server-Sent Events text: `id:` is the event's seq, so `Last-Event-ID` resumes."""
+    for event in events:
+        if event is None:
+            yield ": keep-alive\n\n"
+            continue
+        yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"

@@ -1,0 +1,180 @@
+"""The legacy v1 routes, served through the FactoryAdapter onto the v2 service.
+
+Mounted under /api/agents and /api/agent. Every answer carries Deprecation, Sunset and a
+successor Link; in `factory_only` mode (globally or for one route) a route answers 410.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, request
+
+from factories.adapter import (
+    FactoryAdapter,
+    V1Execute,
+    V1ExecuteFinished,
+    V1ExecutePending,
+    V1Message,
+    V1RunAgent,
+    V1Started,
+    V1State,
+    V1Status,
+    V1ThreadRuns,
+)
+from webapp.apidoc import Param, documented
+from webapp.auth import current_principal, require_principal
+from webapp.extensions import state
+from webapp.migration import V1_ROUTES, count_call, current_rule, deprecation_headers
+from webapp.problems import problem
+from webapp.requests import checked_id, parse_body, query_int, request_id
+from webapp.streams import sse_frames
+
+bp = Blueprint("v1", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+V1_ERRORS = (400, 401, 404, 410, 413, 422)
+
+
+def v1_route(name: str) -> Callable[[F], F]:
+    """Mark a view as the v1 route `name`: migration mode, call counting, deprecation."""
+    route = V1_ROUTES[name]
+
+    def wrap(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            st = state()
+            if st.settings.migration_mode_for(name) == "factory_only":
+                return problem(410, "Gone", f"this v1 route is retired; use {route.successor}",
+                               successor=route.successor)
+            count_call(st.redis, st.settings, current_rule())
+            return view(*args, **kwargs)
+
+        wrapper.__v1_route__ = name  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+def _adapter() -> FactoryAdapter:
+    return state().adapter
+
+
+def _json(model: Any, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+@bp.post("/execute")
+@documented(summary="Run an agent and wait for its end (legacy; blocking up to `timeout`)",
+            tags=("v1",), body=V1Execute, deprecated=True, errors=V1_ERRORS,
+            responses={200: V1ExecuteFinished, 202: V1ExecutePending})
+@v1_route("execute")
+@require_principal
+def execute() -> Response:
+    started = time.monotonic()
+    body = parse_body(V1Execute)
+    st, adapter = state(), _adapter()
+    user = current_principal().user_id
+    ctx = adapter.context(user_id=user, request_id=request_id(), text=body.message,
+                          agent=body.agent_type, thread_id=body.thread_id)
+    adapter.submit(ctx, "execute")
+    # Waits on the run's event stream (no polling); the log covers what came before attach.
+    with st.watch(user, ctx.run_id) as watch:
+        remaining = max(0.0, body.timeout - (time.monotonic() - started))
+        events = [e for e in watch.events(timeout=remaining) if e is not None]
+    answer = adapter.execute_answer(st.runs.get(user, ctx.run_id), events)
+    return _json(answer, 200 if isinstance(answer, V1ExecuteFinished) else 202)
+
+
+@bp.post("/run_agent")
+@documented(summary="Start a run of the default agent (legacy)", tags=("v1",), body=V1RunAgent,
+            deprecated=True, errors=V1_ERRORS, responses={200: V1Started})
+@v1_route("run_agent")
+@require_principal
+def run_agent() -> Response:
+    body = parse_body(V1RunAgent)
+    adapter = _adapter()
+    ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
+                          text=body.query, thread_id=body.id)
+    return _json(adapter.started(adapter.submit(ctx, "run_agent")))
+
+
+@bp.post("/message")
+@documented(summary="Send a message to a thread's default agent (legacy)", tags=("v1",),
+            body=V1Message, deprecated=True, errors=V1_ERRORS, responses={200: V1Started})
+@v1_route("message")
+@require_principal
+def message() -> Response:
+    body = parse_body(V1Message)
+    adapter = _adapter()
+    ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
+                          text=body.message, thread_id=body.thread_id)
+    return _json(adapter.started(adapter.submit(ctx, "message")))
+
+
+@bp.post("/stream")
+@documented(summary="Start a run and stream its events as Server-Sent Events (legacy)",
+            tags=("v1",), body=V1RunAgent, deprecated=True, errors=V1_ERRORS,
+            responses={200: None}, media={200: "text/event-stream"})
+@v1_route("stream")
+@require_principal
+def stream() -> Response:
+    body = parse_body(V1RunAgent)
+    st, adapter = state(), _adapter()
+    user = current_principal().user_id
+    ctx = adapter.context(user_id=user, request_id=request_id(), text=body.query, thread_id=body.id)
+    adapter.submit(ctx, "stream")
+    watch = st.watch(user, ctx.run_id)
+
+    def frames() -> Any:
+        with watch:
+            yield from sse_frames(watch.events(timeout=ctx.limits.hard_time_limit))
+
+    return Response(frames(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/<run_id>/status")
+@documented(summary="Whether a run has finished (legacy)", tags=("v1",), deprecated=True,
+            errors=V1_ERRORS, responses={200: V1Status})
+@v1_route("status")
+@require_principal
+def run_status(run_id: str) -> Response:
+    run = state().runs.get(current_principal().user_id, checked_id(run_id, "run_id"))
+    return _json(_adapter().status(run))
+
+
+@bp.get("/<run_id>/state")
+@documented(summary="A run's state and result (legacy)", tags=("v1",), deprecated=True,
+            errors=V1_ERRORS, responses={200: V1State})
+@v1_route("state")
+@require_principal
+def run_state(run_id: str) -> Response:
+    run = state().runs.get(current_principal().user_id, checked_id(run_id, "run_id"))
+    return _json(_adapter().state(run))
+
+
+@bp.get("/thread/<thread_id>/runs")
+@documented(summary="A thread's runs, newest first (legacy)", tags=("v1",), deprecated=True,
+            errors=V1_ERRORS, responses={200: V1ThreadRuns},
+            params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 100,
+                                    "default": 20}),))
+@v1_route("thread_runs")
+@require_principal
+def thread_runs(thread_id: str) -> Response:
+    st = state()
+    thread_id = checked_id(thread_id, "thread_id")
+    limit = query_int("limit", 20, low=1, high=st.settings.runs_page_max)
+    page = st.runs.list(current_principal().user_id, thread_id, limit=limit, cursor=None)
+    return _json(_adapter().thread_runs(thread_id, page.items))
+
+
+@bp.after_request
+def _mark_deprecated(response: Response) -> Response:
+    view = current_app.view_functions.get(request.endpoint or "")
+    name = getattr(view, "__v1_route__", None)
+    if name is not None:
+        deprecation_headers(response, state().settings, V1_ROUTES[name])
+    response.headers["X-Request-ID"] = request_id()
+    return response
