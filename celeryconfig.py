@@ -10,6 +10,8 @@ Reliability choices, and why:
   long; it must be longer than any run's hard time limit or a slow run would be redelivered
   while still running.
 - json only: the message carries one signed string, never a pickled object.
+- beat_schedule: the event-log purge runs hourly; `runlane up` embeds beat in its worker
+  (`-B`), a fleet runs exactly one `celery -A tasks beat`.
 """
 from __future__ import annotations
 
@@ -31,3 +33,6 @@ task_default_queue = "runlane"
 worker_send_task_events = True
 task_send_sent_event = False
 worker_hijack_root_logger = False
+beat_schedule = {
+    "purge-events": {"task": "runlane.purge_events", "schedule": 3600.0},
+}

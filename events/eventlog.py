@@ -1,6 +1,7 @@
 """The durable event log: events are appended here before they are published."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from events.types import Event
@@ -27,6 +28,39 @@ class EventLog:
             record = queries.append_event(session, owner_id, run_id, thread_id, type, data)
             event = _to_event(record)
         return event
+
+    def user_after(
+        self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        with self._db.session() as session:
+            return [
+                _to_event(r)
+                for r in queries.user_events_after(
+                    session, owner_id, after_cursor, thread_id=thread_id, limit=limit
+                )
+            ]
+
+    def last_cursor(self, owner_id: str) -> int:
+        with self._db.session() as session:
+            return queries.last_cursor(session, owner_id)
+
+    def replay_gap(self, owner_id: str, after: int, run_id: str | None = None) -> bool:
+        """True when events after `after` (a cursor, or a run's seq) were purged by retention,
+        so a replay from there cannot be complete."""
+        with self._db.session() as session:
+            oldest = queries.oldest_retained(session, owner_id, run_id)
+            if run_id is not None:
+                run = queries.get_run(session, owner_id, run_id)
+                newest = run.last_seq if run is not None else 0
+            else:
+                newest = queries.last_cursor(session, owner_id)
+        if newest <= after:
+            return False
+        return oldest is None or oldest > after + 1
+
+    def purge(self, older_than: timedelta) -> int:
+        with self._db.session() as session:
+            return queries.purge_events_before(session, datetime.now(timezone.utc) - older_than)
 
     def read_after(
         self, owner_id: str, run_id: str, after_seq: int = 0, limit: int = 1000

@@ -8,54 +8,27 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from events.channels import user_channel, user_of_channel
+from events.sink import SocketSink
+
+__all__ = ["SocketRouter", "SocketSink", "RESYNC"]
+
+# The control command a sink receives after the router re-subscribed following a Redis loss:
+# pub/sub kept nothing meanwhile, so the socket replays from the event log.
+RESYNC = {"type": "__resync__"}
 
 log = logging.getLogger(__name__)
-
-
-class SocketSink:
-    """One socket's bounded outbox. The router offers; exactly one sender drains."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._queue: queue.Queue[tuple[dict[str, Any] | None, str]] = queue.Queue(maxsize)
-        self.overflowed = False
-        self.closed = False
-
-    def offer(self, message: dict[str, Any] | None, text: str) -> bool:
-        """Queue a frame without blocking; on overflow mark the sink so its socket is cut."""
-        if self.closed:
-            return False
-        try:
-            self._queue.put_nowait((message, text))
-            return True
-        except queue.Full:
-            self.overflowed = True
-            return False
-
-    def next(self, timeout: float) -> tuple[dict[str, Any] | None, str] | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def pending(self) -> int:
-        return self._queue.qsize()
 
 
 class SocketRouter:
     """Delivers each published event to the sinks of the user whose channel carried it."""
 
-    def __init__(
-        self, redis_url: str, *, prefix: str, poll_interval: float = 0.05,
-        on_resubscribe: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.05) -> None:
         self._redis_url = redis_url
         self._prefix = prefix
         self._poll = poll_interval
@@ -65,7 +38,6 @@ class SocketRouter:
         self._live: set[str] = set()  # channels Redis has confirmed and not yet been told to drop
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._on_resubscribe = on_resubscribe
         self.connected = threading.Event()
 
     # -- public API, called from socket handlers -------------------------------------------
@@ -99,7 +71,7 @@ class SocketRouter:
 
     def detach(self, user_id: str, sink: SocketSink) -> None:
         """Stop routing to `sink`; the channel is unsubscribed when its last sink leaves."""
-        sink.closed = True
+        sink.close()
         with self._lock:
             sinks = self._sinks.get(user_id)
             if sinks is None:
@@ -132,8 +104,8 @@ class SocketRouter:
                 self._sync(pubsub, subscribed)
                 pubsub.ping()
                 self.connected.set()
-                if not first and self._on_resubscribe is not None:
-                    self._on_resubscribe()
+                if not first:
+                    self._request_resync()
                 first = False
                 backoff = 0.1
                 while not self._stopping.is_set():
@@ -160,6 +132,13 @@ class SocketRouter:
                     client.close()
                 except Exception:  # noqa: BLE001 - closing a broken connection
                     pass
+
+    def _request_resync(self) -> None:
+        with self._lock:
+            sinks = [sink for group in self._sinks.values() for sink in group]
+        log.info("event router re-subscribed; %d sockets replay from the log", len(sinks))
+        for sink in sinks:
+            sink.offer_control(RESYNC, wait=False)
 
     def _sync(self, pubsub: Any, subscribed: set[str]) -> None:
         with self._lock:

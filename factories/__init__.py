@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
-from factories.context import RunLimits, UserExecutionContext, sign_context, verify_context
+from factories.context import (
+    RunLimits,
+    UserExecutionContext,
+    sign_context,
+    verify_context,
+)
 from factories.engine import ExecutionEngineFactory
 
 __all__ = [

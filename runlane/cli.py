@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from runlane.settings import Settings, load
 
@@ -19,12 +20,15 @@ def _web_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def _worker_argv(concurrency: int) -> list[str]:
+def _worker_argv(concurrency: int, beat_schedule: Path | None = None) -> list[str]:
     # prefork: the only Celery pool that can enforce a hard time limit on a stuck run.
-    return [
+    argv = [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork",
         "-c", str(concurrency), "--loglevel", "INFO", "-n", "runlane@%h",
     ]
+    if beat_schedule is not None:  # one process runs the periodic jobs (event-log purge)
+        argv += ["-B", "--schedule", str(beat_schedule)]
+    return argv
 
 
 def _wait_for_port(host: str, port: int, timeout: float) -> bool:
@@ -60,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     status = 0
     try:
         migrate(database_url)
-        supervisor.start("worker", _worker_argv(args.concurrency))
+        supervisor.start("worker", _worker_argv(args.concurrency, instance / "celerybeat-schedule"))
         supervisor.start("web", _web_argv(args.host, args.port))
         if not _wait_for_port(args.host, args.port, 60):
             print("the web server did not start; see the log above", file=sys.stderr)

@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runlane.errors import ConfigurationError
 
-
 MigrationMode = Literal["factory_preferred", "factory_only"]
 
 
@@ -41,8 +40,12 @@ class Settings(BaseSettings):
     socket_queue_size: int = 1024
     socket_ping_interval: float = 25.0
     socket_max_message_size: int = 64 * 1024
+    # Caps the kernel's send buffer per socket (Linux autotunes it up to 4 MB otherwise), so a
+    # stalled client costs bounded memory and overflows its queue instead.
+    socket_send_buffer: int = 256 * 1024
     socket_auth_timeout: float = 5.0
     runs_page_max: int = 100
+    event_retention_days: float = 7.0
     migration_mode: MigrationMode = "factory_preferred"
     migration_routes: dict[str, MigrationMode] = {}
     v1_default_agent: str = "demo"

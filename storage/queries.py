@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, and_, or_, select, update
+from sqlalchemy import Insert, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -151,3 +151,37 @@ def events_after(
         .limit(limit)
     )
     return list(session.execute(stmt).scalars())
+
+
+def user_events_after(
+    session: Session, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
+    limit: int = 1000,
+) -> list[EventRecord]:
+    """The owner's events after a per-user cursor, oldest first (optionally one thread's)."""
+    stmt = select(EventRecord).where(
+        EventRecord.owner_id == owner_id, EventRecord.cursor > after_cursor
+    )
+    if thread_id is not None:
+        stmt = stmt.where(EventRecord.thread_id == thread_id)
+    return list(session.execute(stmt.order_by(EventRecord.cursor).limit(limit)).scalars())
+
+
+def last_cursor(session: Session, owner_id: str) -> int:
+    """The owner's newest cursor (0 before any event)."""
+    stmt = select(UserStream.last_cursor).where(UserStream.owner_id == owner_id)
+    return int(session.execute(stmt).scalar_one_or_none() or 0)
+
+
+def oldest_retained(session: Session, owner_id: str, run_id: str | None = None) -> int | None:
+    """The smallest cursor (or, for a run, seq) still stored; None when nothing is."""
+    column = EventRecord.seq if run_id else EventRecord.cursor
+    stmt = select(func.min(column)).where(EventRecord.owner_id == owner_id)
+    if run_id:
+        stmt = stmt.where(EventRecord.run_id == run_id)
+    value = session.execute(stmt).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+def purge_events_before(session: Session, cutoff: datetime) -> int:
+    """Delete every event older than `cutoff` (retention); not owner-scoped by design."""
+    return int(session.execute(delete(EventRecord).where(EventRecord.ts < cutoff)).rowcount)

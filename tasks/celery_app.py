@@ -5,7 +5,7 @@ from celery import Celery
 
 
 def create_celery() -> Celery:
-    app = Celery("runlane", include=["tasks.run"])
+    app = Celery("runlane", include=["tasks.run", "tasks.maintenance"])
     app.config_from_object("celeryconfig")
     app.set_default()
     return app

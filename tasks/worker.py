@@ -14,7 +14,11 @@ from agents.registry import default_registry
 from agents.tools import default_tools
 from events.eventlog import EventLog
 from events.transport import RedisPublisher
-from factories import AgentInstanceFactory, ExecutionEngineFactory, WebSocketBridgeFactory
+from factories import (
+    AgentInstanceFactory,
+    ExecutionEngineFactory,
+    WebSocketBridgeFactory,
+)
 from runlane.settings import Settings, load
 from storage.db import Database
 
@@ -26,6 +30,7 @@ class WorkerRuntime:
     settings: Settings
     signing_key: bytes
     db: Database
+    events: EventLog
     publisher: RedisPublisher
     agents: AgentInstanceFactory
     bridges: WebSocketBridgeFactory
@@ -35,14 +40,16 @@ class WorkerRuntime:
     def build(cls, settings: Settings) -> "WorkerRuntime":
         db = Database(settings.resolved_database_url())
         publisher = RedisPublisher.from_url(settings.require_redis_url())
+        events = EventLog(db)
         return cls(
             settings=settings,
             signing_key=settings.context_signing_key(),
             db=db,
+            events=events,
             publisher=publisher,
             agents=AgentInstanceFactory(default_registry()),
             bridges=WebSocketBridgeFactory(
-                log=EventLog(db), publisher=publisher, channel_prefix=settings.channel_prefix
+                log=events, publisher=publisher, channel_prefix=settings.channel_prefix
             ),
             engines=ExecutionEngineFactory(db=db, tools=default_tools()),
         )

@@ -9,8 +9,8 @@ from flask_sock import Sock
 
 from agents.registry import AgentRegistry, default_registry
 from events.eventlog import EventLog
-from factories.adapter import FactoryAdapter
 from events.router import SocketRouter
+from factories.adapter import FactoryAdapter
 from runlane.settings import Settings
 from storage.db import Database
 from webapp.runs import RunService, celery_enqueue

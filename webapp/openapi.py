@@ -9,7 +9,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    send_from_directory,
+)
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 

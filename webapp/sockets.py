@@ -8,17 +8,19 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import socket
 import threading
 from typing import Any
 
 from flask import Blueprint, request
 from simple_websocket import ConnectionClosed
 
-from events.router import SocketSink
+from events.sink import SocketSink
 from runlane.errors import Unauthenticated
 from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token, verify_token
 from webapp.extensions import WebState, sock, state
+from webapp.socket_session import SocketSession, frame
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sockets", __name__)
@@ -32,8 +34,7 @@ class CloseCode(enum.IntEnum):
     UNAVAILABLE = 4503  # the process could not subscribe to the event stream in time
 
 
-def _frame(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+_CLOSED = {"type": "__closed__"}  # from the reader: the client went away, stop writing
 
 
 def _authenticate(ws: Any, st: WebState) -> Principal | None:
@@ -54,32 +55,34 @@ def _authenticate(ws: Any, st: WebState) -> Principal | None:
         return None
 
 
-def _answer(text: Any) -> dict[str, Any]:
-    """The reply to one client frame; unknown or malformed frames get an error, not a close."""
-    try:
-        message = json.loads(text) if isinstance(text, str) else None
-    except (ValueError, RecursionError):
-        message = None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        return {"type": "error", "code": "bad_message", "detail": "expected a JSON object with a type"}
-    if message["type"] == "ping":
-        return {"type": "pong"}
-    return {"type": "error", "code": "unknown_type", "detail": f"unknown type {message['type']!r}"}
-
-
 def _read(ws: Any, sink: SocketSink, gone: threading.Event) -> None:
+    """Forward every client frame, in order, to the socket's writer; never writes itself."""
     try:
         while True:
             text = ws.receive()
-            if text is None:
-                continue
-            sink.offer(None, _frame(_answer(text)))
+            if text is not None and not sink.offer_control(text):
+                return
     except ConnectionClosed:
         pass
     except Exception:  # noqa: BLE001 - a reader failure ends this socket only
         log.exception("socket reader failed")
     finally:
         gone.set()
+        sink.offer_control(_CLOSED, wait=False)
+
+
+def _cut(ws: Any, code: int, reason: str) -> None:
+    """Close a socket whose client is not reading: its TCP buffer may be full, so the close
+    frame gets a short deadline and the connection is shut down either way."""
+    try:
+        ws.sock.settimeout(2.0)
+        ws.close(code, reason)
+    except (OSError, ConnectionClosed):
+        pass
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 @sock.route("/ws", bp=bp)  # registers a functools.wraps copy, so @documented goes below
@@ -95,20 +98,35 @@ def events_socket(ws: Any) -> None:
     if principal is None:
         ws.close(CloseCode.UNAUTHENTICATED, "authentication required")
         return
+    if st.settings.socket_send_buffer:
+        try:
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, st.settings.socket_send_buffer)
+        except (OSError, AttributeError):
+            log.debug("could not cap the socket send buffer")
     sink = SocketSink(st.settings.socket_queue_size)
-    sink.offer(None, _frame({"type": "ready", "user_id": principal.user_id}))
     try:
+        # Subscribed (and confirmed by Redis) before `ready`, so nothing published after the
+        # client sees `ready` can be missed.
         if not st.router.attach(principal.user_id, sink):
             ws.close(CloseCode.UNAVAILABLE, "event stream unavailable, retry")
             return
+        session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db)
+        ws.send(frame({"type": "ready", "user_id": principal.user_id,
+                        "cursor": session.max_cursor}))
         gone = threading.Event()
         threading.Thread(target=_read, args=(ws, sink, gone), daemon=True).start()
         while not gone.is_set():
             if sink.overflowed:
-                ws.close(CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
+                _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
                 return
-            item = sink.next(timeout=0.5)
-            if item is not None:
-                ws.send(item[1])
+            item = sink.next(timeout=1.0)
+            if item is None:
+                continue
+            kind, payload, text = item
+            if payload is _CLOSED:
+                return
+            frames = session.on_live(payload, text) if kind == "event" else session.on_command(payload)
+            for out in frames:
+                ws.send(out)
     finally:
         st.router.detach(principal.user_id, sink)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from events.eventlog import EventLog
-from events.router import SocketRouter, SocketSink
+from events.router import SocketRouter
+from events.sink import SocketSink
 from events.types import TERMINAL_TYPES
 from runlane.errors import RunlaneError
 
@@ -78,8 +79,8 @@ class RunWatch:
             if item is None:
                 yield None
                 continue
-            event = item[0]
-            if not event or event.get("run_id") != self.run_id or event["seq"] <= self.last_seq:
+            kind, event, _text = item
+            if kind != "event" or event.get("run_id") != self.run_id or event["seq"] <= self.last_seq:
                 continue
             if event["seq"] > self.last_seq + 1:  # missed some: read them from the log
                 yield from self._from_log()

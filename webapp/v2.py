@@ -11,8 +11,8 @@ from factories.context import UserExecutionContext
 from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
-from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.migration import report
+from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.schemas import (
     AgentInfo,
     AgentList,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import free_port, runlane_script
+
 PG_ADMIN_URL = os.environ.get("RUNLANE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def descendants(pid: int) -> set[int]:
@@ -50,11 +45,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def runlane_script() -> str:
-    """The console script pip installed next to this interpreter (what the README runs)."""
-    return str(Path(sys.executable).parent / "runlane")
 
 
 def clean_env(workdir: Path) -> dict[str, str]:

@@ -16,7 +16,9 @@ def test_browser_style_first_message_auth_gets_ready(tokens):
     alice = tokens.user("alice")
     sock = EventSocket(websocket.create_connection(ws_url(alice.base_url), timeout=10))
     sock.send_json({"type": "auth", "token": alice.token})
-    assert sock.recv_json() == {"type": "ready", "user_id": alice.user_id}
+    ready = sock.recv_json()
+    assert ready["type"] == "ready" and ready["user_id"] == alice.user_id
+    assert ready["cursor"] == 0  # a new user has no events yet
     sock.close()
 
 
