@@ -28,6 +28,9 @@ class Agent(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     input_schema: ClassVar[dict[str, Any]] = {}
+    # Per-agent time limits in seconds; None means the deployment's defaults.
+    soft_time_limit: ClassVar[float | None] = None
+    hard_time_limit: ClassVar[float | None] = None
 
     @classmethod
     def input_from_text(cls, text: str) -> Any:

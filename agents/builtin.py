@@ -29,6 +29,11 @@ class DemoAgent(Agent):
             "delay_ms": {"type": "integer", "minimum": 0, "maximum": 5000, "default": 0},
             "fail_at": {"type": "integer", "minimum": 1},
             "text": {"type": "string", "maxLength": 10000},
+            "stubborn": {
+                "type": "boolean", "default": False,
+                "description": "sleep through delays ignoring time-limit signals, like a stuck "
+                               "agent (to try cancellation grace and hard limits)",
+            },
         },
         "additionalProperties": False,
     }
@@ -43,6 +48,7 @@ class DemoAgent(Agent):
         delay = int(args.get("delay_ms", 0)) / 1000.0
         fail_at = args.get("fail_at")
         text = args.get("text", "the quick brown fox jumps over the lazy dog")
+        nap = _stubborn_sleep if args.get("stubborn") else time.sleep
         results: list[Any] = []
         for step in range(1, steps + 1):
             if step == fail_at:
@@ -54,5 +60,15 @@ class DemoAgent(Agent):
                 ctx.think(f"Step {step}: counting the words of the text")
                 results.append(ctx.call_tool("word_count", text=text)["words"])
             if delay:
-                time.sleep(delay)
+                nap(delay)
         return {"steps": steps, "results": results, "summary": f"completed {steps} steps"}
+
+
+def _stubborn_sleep(seconds: float) -> None:
+    """Sleep the whole time even when a soft time limit is raised into it."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except Exception:  # noqa: BLE001 - ignoring signals is the point
+            continue

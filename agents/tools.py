@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ class ToolError(ValueError):
     """A tool was called with arguments it cannot work with."""
 
 
+MAX_MAGNITUDE = 10**100  # bounds every intermediate result, so no expression can hang a worker
+
+
+def _bounded(value: Any) -> Any:
+    if abs(value) > MAX_MAGNITUDE:
+        raise ToolError("result too large")
+    return value
+
+
 def calculate(expression: str) -> float | int:
     """Evaluate arithmetic (+ - * / // % ** and parentheses) without `eval`."""
     if len(expression) > 200:
@@ -30,17 +40,20 @@ def calculate(expression: str) -> float | int:
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ToolError("exponent too large")
-            return _OPS[type(node.op)](left, right)
+            if isinstance(node.op, ast.Pow):
+                # Checked before computing: |left| ** right must stay within MAX_MAGNITUDE.
+                if abs(right) > 64 or (abs(left) > 1 and right > 0
+                                       and right * math.log10(abs(left)) > 100):
+                    raise ToolError("exponent too large")
+            return _bounded(_OPS[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](walk(node.operand))
         raise ToolError(f"unsupported expression: {expression!r}")
 
     try:
         return walk(ast.parse(expression, mode="eval"))  # type: ignore[no-any-return]
-    except (SyntaxError, ZeroDivisionError) as exc:
-        raise ToolError(str(exc)) from None
+    except (SyntaxError, ArithmeticError, ValueError) as exc:
+        raise ToolError(str(exc) or type(exc).__name__) from None
 
 
 def word_count(text: str) -> dict[str, int]:

@@ -5,6 +5,7 @@ from typing import Any, Protocol
 
 from events.eventlog import EventLog
 from events.types import Event
+from storage.models import RunStatus
 
 
 class Publisher(Protocol):
@@ -16,18 +17,38 @@ class EventBridge:
 
     def __init__(
         self, *, user_id: str, run_id: str, thread_id: str, channel: str,
-        log: EventLog, publisher: Publisher,
+        log: EventLog, publisher: Publisher, attempt: int | None = None,
     ) -> None:
         self.user_id = user_id
         self.run_id = run_id
         self.thread_id = thread_id
         self.channel = channel
+        self.attempt = attempt
         self._log = log
         self._publisher = publisher
 
     def emit(self, type: str, data: Any) -> Event:
+        """Log then publish; only while this bridge's attempt holds the run.
+
+        Raises:
+            storage.queries.Superseded: another attempt (or a cancel) took the run over.
+        """
         # Logged before published, so a client that misses the publish can replay it.
-        event = self._log.append(self.user_id, self.run_id, self.thread_id, type, data)
+        event = self._log.append(self.user_id, self.run_id, self.thread_id, type, data,
+                                 attempt=self.attempt)
         self._publisher.publish(self.channel, event.encode())
+        return event
+
+    def transition(
+        self, *, to: RunStatus, from_statuses: frozenset[RunStatus], event_type: str,
+        data: Any, **values: Any,
+    ) -> Event | None:
+        """Move the run to `to` together with its event (atomically), then publish it."""
+        event = self._log.transition(
+            self.user_id, self.run_id, self.thread_id, to=to, from_statuses=from_statuses,
+            attempt=self.attempt, event_type=event_type, data=data, **values,
+        )
+        if event is not None:
+            self._publisher.publish(self.channel, event.encode())
         return event
 

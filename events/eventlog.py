@@ -7,7 +7,7 @@ from typing import Any
 from events.types import Event
 from storage import queries
 from storage.db import Database
-from storage.models import EventRecord
+from storage.models import EventRecord, RunStatus
 
 
 def _to_event(record: EventRecord) -> Event:
@@ -23,11 +23,31 @@ class EventLog:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def append(self, owner_id: str, run_id: str, thread_id: str, type: str, data: Any) -> Event:
+    def append(
+        self, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
+        *, attempt: int | None = None,
+    ) -> Event:
+        """Raises queries.Superseded when `attempt` no longer holds the run."""
         with self._db.session() as session:
-            record = queries.append_event(session, owner_id, run_id, thread_id, type, data)
-            event = _to_event(record)
-        return event
+            record = queries.append_event(
+                session, owner_id, run_id, thread_id, type, data, attempt=attempt
+            )
+            return _to_event(record)
+
+    def transition(
+        self, owner_id: str, run_id: str, thread_id: str, *, to: RunStatus,
+        from_statuses: frozenset[RunStatus], attempt: int | None, event_type: str,
+        data: Any, lease_before: datetime | None = None, **values: Any,
+    ) -> Event | None:
+        """Change the run's status and log its event in one transaction, or do neither
+        (None) when the run is no longer in `from_statuses` for `attempt`."""
+        with self._db.session() as session:
+            if not queries.transition(session, owner_id, run_id, to=to,
+                                      from_statuses=from_statuses, attempt=attempt,
+                                      lease_before=lease_before, **values):
+                return None
+            return _to_event(queries.append_event(session, owner_id, run_id, thread_id,
+                                                  event_type, data))
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000

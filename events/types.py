@@ -15,13 +15,15 @@ class EventType(str, enum.Enum):
     TOOL_COMPLETED = "tool_completed"
     AGENT_COMPLETED = "agent_completed"
     AGENT_FAILED = "agent_failed"
+    AGENT_CANCELLED = "agent_cancelled"
+    AGENT_TIMED_OUT = "agent_timed_out"
 
     @property
     def terminal(self) -> bool:
         return self.value in TERMINAL_TYPES
 
 
-TERMINAL_TYPES = frozenset({"agent_completed", "agent_failed"})
+TERMINAL_TYPES = frozenset({"agent_completed", "agent_failed", "agent_cancelled", "agent_timed_out"})
 
 
 @dataclass(frozen=True, slots=True)

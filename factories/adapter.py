@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.registry import AgentRegistry
+from factories.agents import AgentInstanceFactory
 from factories.context import ID_PATTERN, UserExecutionContext
 from runlane.errors import UnprocessableInput
 
@@ -32,7 +33,7 @@ class RunView(Protocol):
 
 
 class Submitter(Protocol):
-    def submit(self, ctx: UserExecutionContext, metadata: dict[str, Any] | None) -> Any: ...
+    def submit(self, ctx: UserExecutionContext, metadata: dict[str, Any] | None) -> tuple[Any, bool]: ...
 
 
 # -- the v1 wire shapes --------------------------------------------------------------------
@@ -117,14 +118,16 @@ class V1ThreadRuns(BaseModel):
     runs: list[V1RunSummary]
 
 
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 
 class FactoryAdapter:
     """Turns v1 requests into UserExecutionContexts for the shared service, and runs into v1 answers."""
 
-    def __init__(self, *, registry: AgentRegistry, service: Submitter, default_agent: str) -> None:
-        self._registry = registry
+    def __init__(
+        self, *, agents: AgentInstanceFactory, service: Submitter, default_agent: str
+    ) -> None:
+        self._agents = agents
         self._service = service
         self._default_agent = default_agent
 
@@ -134,7 +137,7 @@ class FactoryAdapter:
     ) -> UserExecutionContext:
         """The context a v1 request stands for; identity comes from the caller's token only."""
         name = agent or self._default_agent
-        agent_cls = self._registry.get(name)
+        agent_cls = self._agents.registry.get(name)
         if agent_cls is None:
             raise UnprocessableInput(
                 f"unknown agent {name!r}", errors=[{"path": "/agent_type", "message": "unknown agent"}]
@@ -143,12 +146,13 @@ class FactoryAdapter:
         return UserExecutionContext(
             user_id=user_id, thread_id=thread_id or f"v1-{run_id}", run_id=run_id,
             request_id=request_id, agent=name, input=agent_cls.input_from_text(text),
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(timezone.utc), limits=self._agents.limits(name),
         )
 
     def submit(self, ctx: UserExecutionContext, route: str) -> Any:
         """The same service call v2 makes; the run remembers which v1 route started it."""
-        return self._service.submit(ctx, {"api": "v1", "route": route})
+        run, _replayed = self._service.submit(ctx, {"api": "v1", "route": route})
+        return run
 
     @staticmethod
     def started(run: RunView) -> V1Started:

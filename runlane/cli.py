@@ -20,11 +20,15 @@ def _web_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def _worker_argv(concurrency: int, beat_schedule: Path | None = None) -> list[str]:
+def _worker_argv(
+    concurrency: int, queues: list[str], *, name: str = "runlane",
+    beat_schedule: Path | None = None,
+) -> list[str]:
     # prefork: the only Celery pool that can enforce a hard time limit on a stuck run.
     argv = [
         sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork",
-        "-c", str(concurrency), "--loglevel", "INFO", "-n", "runlane@%h",
+        "-c", str(concurrency), "-Q", ",".join(queues), "--loglevel", "INFO",
+        "-n", f"{name}@%h",
     ]
     if beat_schedule is not None:  # one process runs the periodic jobs (event-log purge)
         argv += ["-B", "--schedule", str(beat_schedule)]
@@ -64,7 +68,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     status = 0
     try:
         migrate(database_url)
-        supervisor.start("worker", _worker_argv(args.concurrency, instance / "celerybeat-schedule"))
+        for n in range(args.workers):  # the first worker also runs beat (periodic jobs)
+            schedule = instance / "celerybeat-schedule" if n == 0 else None
+            supervisor.start(f"worker-{n}", _worker_argv(
+                args.concurrency, settings.queues(), name=f"runlane{n}", beat_schedule=schedule))
         supervisor.start("web", _web_argv(args.host, args.port))
         if not _wait_for_port(args.host, args.port, 60):
             print("the web server did not start; see the log above", file=sys.stderr)
@@ -92,8 +99,10 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    load().require_redis_url()
-    os.execv(sys.executable, _worker_argv(args.concurrency))
+    settings = load()
+    settings.require_redis_url()
+    queues = args.queues.split(",") if args.queues else settings.queues()
+    os.execv(sys.executable, _worker_argv(args.concurrency, queues))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -118,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run web, worker and (if REDIS_URL is unset) Redis")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    up.add_argument("--workers", type=int, default=1, help="Celery worker processes")
+    up.add_argument("--concurrency", type=int, default=2, help="pool children per worker")
     up.set_defaults(func=cmd_up)
 
     web = sub.add_parser("web", help="run the web server alone (needs REDIS_URL)")
@@ -128,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker alone (needs REDIS_URL)")
     worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument("-Q", "--queues", default="", help="comma-separated (default: all "
+                        "queues of RUNLANE_AGENT_QUEUES plus RUNLANE_DEFAULT_QUEUE)")
     worker.set_defaults(func=cmd_worker)
 
     token = sub.add_parser("token", help="print a signed token for a user (development)")

@@ -57,6 +57,17 @@ class PayloadTooLarge(RunlaneError):
     title = "Payload too large"
 
 
+class TooManyRequests(RunlaneError):
+    """A per-user limit was reached; retry after `retry_after` seconds (HTTP 429)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
 class UnprocessableInput(RunlaneError):
     """Well-formed input that fails validation: unknown agent, schema errors (HTTP 422)."""
 

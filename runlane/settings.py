@@ -45,12 +45,29 @@ class Settings(BaseSettings):
     socket_send_buffer: int = 256 * 1024
     socket_auth_timeout: float = 5.0
     runs_page_max: int = 100
+    # Execution lifecycle (issue 6); times in seconds.
+    heartbeat_interval: float = 2.0  # a run's lease lasts this long and is renewed twice within it
+    cancel_grace: float = 5.0  # after a cancel, how long an agent may ignore it before it is killed
+    max_attempts: int = 3  # attempts per run when workers are lost
+    max_running_per_user: int = 4
+    max_queued_per_user: int = 100
+    resend_after: float = 30.0  # re-send a waiting run whose message may be lost after this long
+    max_queue_age: float = 3600.0  # a run not started after this long fails
+    default_soft_time_limit: float = 300.0
+    default_hard_time_limit: float = 360.0
+    agent_time_limits: dict[str, tuple[float, float]] = {}  # agent -> (soft, hard)
+    default_queue: str = "runlane"
+    agent_queues: dict[str, str] = {}  # agent -> queue name
     event_retention_days: float = 7.0
     migration_mode: MigrationMode = "factory_preferred"
     migration_routes: dict[str, MigrationMode] = {}
     v1_default_agent: str = "demo"
     v1_deprecated_at: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
     v1_sunset: datetime = datetime(2027, 6, 30, tzinfo=timezone.utc)
+
+    def queues(self) -> list[str]:
+        """Every queue a worker of this deployment should consume."""
+        return sorted({self.default_queue, *self.agent_queues.values()})
 
     def migration_mode_for(self, route: str) -> MigrationMode:
         """The mode of one v1 route: its override, else the global mode."""

@@ -42,14 +42,27 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class RunStatus(str, enum.Enum):
+    """queued → running → completed | failed | cancelled | timed_out; running → cancelling;
+    a run whose worker was lost goes running → retrying → running (attempt + 1)."""
+
     QUEUED = "queued"
+    RETRYING = "retrying"
     RUNNING = "running"
+    CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED)
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT})
+WAITING = frozenset({RunStatus.QUEUED, RunStatus.RETRYING})  # may be claimed by a worker
+EXECUTING = frozenset({RunStatus.RUNNING, RunStatus.CANCELLING})  # a worker holds the lease
+ACTIVE = WAITING | EXECUTING
 
 
 class Base(DeclarativeBase):
@@ -71,6 +84,9 @@ class Run(Base):
     __table_args__ = (
         ForeignKeyConstraint(["owner_id", "thread_id"], ["threads.owner_id", "threads.id"]),
         Index("ix_runs_owner_thread_created", "owner_id", "thread_id", "created_at", "id"),
+        Index("ix_runs_owner_status", "owner_id", "status"),
+        Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_runs_owner_idempotency"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -85,6 +101,13 @@ class Run(Base):
     request_id: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    queue: Mapped[str] = mapped_column(String(64), default="runlane")
+    dispatch: Mapped[int] = mapped_column(Integer, default=0)  # newest task message's token
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

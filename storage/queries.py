@@ -5,14 +5,25 @@ Ownership is part of each WHERE clause, so a foreign id and a missing id are the
 """
 from __future__ import annotations
 
-from datetime import datetime
+import enum
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Insert, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import EventRecord, Run, RunStatus, Thread, UserStream, utcnow
+from storage.models import (
+    ACTIVE,
+    EXECUTING,
+    WAITING,
+    EventRecord,
+    Run,
+    RunStatus,
+    Thread,
+    UserStream,
+    utcnow,
+)
 
 
 def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any]) -> None:
@@ -45,12 +56,15 @@ def create_run(
     metadata: dict[str, Any],
     request_id: str,
     created_at: datetime,
+    queue: str = "runlane",
+    idempotency_key: str | None = None,
 ) -> Run:
     ensure_thread(session, owner_id, thread_id)
     run = Run(
         id=run_id, owner_id=owner_id, thread_id=thread_id, agent=agent, input=input,
         meta=metadata, request_id=request_id, status=RunStatus.QUEUED.value,
-        created_at=created_at, attempt=0, last_seq=0,
+        created_at=created_at, attempt=0, last_seq=0, queue=queue,
+        idempotency_key=idempotency_key, dispatch=1, dispatched_at=created_at,
     )
     session.add(run)
     session.flush()
@@ -79,48 +93,198 @@ def list_runs(
     return list(session.execute(stmt).scalars())
 
 
-def claim_run(session: Session, owner_id: str, run_id: str) -> bool:
-    """Move a queued run to running; False when another delivery already claimed it."""
-    stmt = (
-        update(Run)
-        .where(Run.owner_id == owner_id, Run.id == run_id, Run.status == RunStatus.QUEUED.value)
-        .values(status=RunStatus.RUNNING.value, started_at=utcnow(), attempt=Run.attempt + 1)
+class Claim(enum.Enum):
+    CLAIMED = "claimed"
+    BLOCKED = "blocked"  # the user is at its running limit or the thread is busy: try later
+    STALE = "stale"  # not waiting any more, or a newer dispatch exists: drop the message
+
+
+def _lock_user(session: Session, owner_id: str) -> None:
+    """Serialise one user's claims (PostgreSQL row lock; SQLite serialises writers anyway)."""
+    _insert_ignoring_conflict(session, UserStream, {"owner_id": owner_id, "last_cursor": 0})
+    session.execute(
+        select(UserStream.owner_id).where(UserStream.owner_id == owner_id).with_for_update()
     )
-    return session.execute(stmt).rowcount == 1
 
 
-def finish_run(
+def claim_run(
+    session: Session, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
+    lease_seconds: float, hard_limit: float,
+) -> tuple[Claim, int]:
+    """Move a waiting run to running (attempt + 1) if its user and thread allow it.
+
+    Returns the outcome and the new attempt number. A duplicate or outdated message is STALE.
+    """
+    _lock_user(session, owner_id)
+    run = get_run(session, owner_id, run_id)
+    if run is None or run.status not in _values(WAITING):
+        return Claim.STALE, 0
+    if dispatch is not None and run.dispatch != dispatch:
+        return Claim.STALE, 0
+    running = session.execute(
+        select(func.count()).where(Run.owner_id == owner_id, Run.status.in_(_values(EXECUTING)))
+    ).scalar_one()
+    if running >= max_running:
+        return Claim.BLOCKED, 0
+    ahead = session.execute(
+        select(func.count()).where(
+            Run.owner_id == owner_id, Run.thread_id == run.thread_id, Run.id != run.id,
+            or_(
+                Run.status.in_(_values(EXECUTING)),
+                and_(Run.status.in_(_values(WAITING)),
+                     or_(Run.created_at < run.created_at,
+                         and_(Run.created_at == run.created_at, Run.id < run.id))),
+            ),
+        )
+    ).scalar_one()
+    if ahead:
+        return Claim.BLOCKED, 0
+    now = utcnow()
+    attempt = run.attempt + 1
+    claimed = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.owner_id == owner_id, Run.status.in_(_values(WAITING)),
+               Run.attempt == run.attempt)
+        .values(status=RunStatus.RUNNING.value, attempt=attempt, started_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                deadline_at=now + timedelta(seconds=hard_limit))
+    ).rowcount
+    return (Claim.CLAIMED, attempt) if claimed == 1 else (Claim.STALE, 0)
+
+
+def _values(statuses: frozenset[RunStatus]) -> list[str]:
+    return sorted(s.value for s in statuses)
+
+
+def transition(
     session: Session,
     owner_id: str,
     run_id: str,
     *,
-    status: RunStatus,
-    output: Any = None,
-    error: str | None = None,
+    to: RunStatus,
+    from_statuses: frozenset[RunStatus],
+    attempt: int | None = None,
+    lease_before: datetime | None = None,
+    **values: Any,
 ) -> bool:
-    """Record a terminal state, only over a running run (a stale worker cannot overwrite it)."""
-    stmt = (
-        update(Run)
-        .where(Run.owner_id == owner_id, Run.id == run_id, Run.status == RunStatus.RUNNING.value)
-        .values(status=status.value, output=output, error=error, finished_at=utcnow())
+    """Change a run's status only from `from_statuses` (and only for `attempt`, and only if
+    its lease lapsed before `lease_before`, when given), so a stale or duplicate worker, or a
+    reaper racing a heartbeat, can never overwrite a newer state."""
+    stmt = update(Run).where(
+        Run.owner_id == owner_id, Run.id == run_id, Run.status.in_(_values(from_statuses))
     )
-    return session.execute(stmt).rowcount == 1
+    if attempt is not None:
+        stmt = stmt.where(Run.attempt == attempt)
+    if lease_before is not None:
+        stmt = stmt.where(Run.lease_expires_at < lease_before)
+    if to.terminal:
+        values.setdefault("finished_at", utcnow())
+        values.setdefault("lease_expires_at", None)
+    return session.execute(stmt.values(status=to.value, **values)).rowcount == 1
+
+
+def renew_lease(
+    session: Session, owner_id: str, run_id: str, attempt: int, lease_seconds: float
+) -> tuple[str, datetime | None] | None:
+    """Extend the lease of the attempt that holds it; None when it no longer does.
+
+    Returns the run's status and when cancellation was requested.
+    """
+    renewed = session.execute(
+        update(Run)
+        .where(Run.owner_id == owner_id, Run.id == run_id, Run.attempt == attempt,
+               Run.status.in_(_values(EXECUTING)))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    ).rowcount
+    if renewed != 1:
+        return None
+    row = session.execute(
+        select(Run.status, Run.cancel_requested_at).where(Run.id == run_id)
+    ).one()
+    return str(row[0]), row[1]
+
+
+def run_status(session: Session, owner_id: str, run_id: str, attempt: int) -> str | None:
+    """The status as seen by one attempt; None when another attempt took over."""
+    return session.execute(
+        select(Run.status).where(Run.owner_id == owner_id, Run.id == run_id, Run.attempt == attempt)
+    ).scalar_one_or_none()
+
+
+def bump_dispatch(session: Session, owner_id: str, run_id: str) -> int | None:
+    """A new token for the run's next task message (older messages become STALE)."""
+    return session.execute(
+        update(Run)
+        .where(Run.owner_id == owner_id, Run.id == run_id, Run.status.in_(_values(WAITING)))
+        .values(dispatch=Run.dispatch + 1, dispatched_at=utcnow())
+        .returning(Run.dispatch)
+    ).scalar_one_or_none()
+
+
+def find_by_idempotency_key(session: Session, owner_id: str, key: str) -> Run | None:
+    stmt = select(Run).where(Run.owner_id == owner_id, Run.idempotency_key == key)
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def count_waiting(session: Session, owner_id: str) -> int:
+    stmt = select(func.count()).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)))
+    return int(session.execute(stmt).scalar_one())
+
+
+def active_in_thread(session: Session, owner_id: str, thread_id: str) -> list[Run]:
+    stmt = select(Run).where(Run.owner_id == owner_id, Run.thread_id == thread_id,
+                             Run.status.in_(_values(ACTIVE)))
+    return list(session.execute(stmt.order_by(Run.created_at)).scalars())
+
+
+def next_waiting(session: Session, owner_id: str, limit: int) -> list[Run]:
+    """The owner's oldest waiting runs: the ones to nudge when a slot frees up."""
+    stmt = (select(Run).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)))
+            .order_by(Run.created_at, Run.id).limit(limit))
+    return list(session.execute(stmt).scalars())
+
+
+# -- operations across all owners (the reaper); never reachable from a user's request ------
+
+def lapsed_leases(session: Session, now: datetime, limit: int = 100) -> list[Run]:
+    stmt = (select(Run).where(Run.status.in_(_values(EXECUTING)), Run.lease_expires_at < now)
+            .limit(limit))
+    return list(session.execute(stmt).scalars())
+
+
+def undispatched(session: Session, before: datetime, limit: int = 100) -> list[Run]:
+    """Waiting runs whose last task message is older than `before` (lost, or never sent)."""
+    stmt = (select(Run).where(Run.status.in_(_values(WAITING)),
+                              or_(Run.dispatched_at.is_(None), Run.dispatched_at < before))
+            .order_by(Run.created_at).limit(limit))
+    return list(session.execute(stmt).scalars())
+
+
+class Superseded(Exception):
+    """The attempt that tried to write no longer holds the run (reaped, cancelled, finished)."""
 
 
 def append_event(
-    session: Session, owner_id: str, run_id: str, thread_id: str, type: str, data: Any
+    session: Session, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
+    *, attempt: int | None = None,
 ) -> EventRecord:
     """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
 
     Both counters are incremented in the database, so a run redelivered to another worker
-    continues its sequence, and the owner's row lock orders cursors as commits land.
+    continues its sequence, and the owner's row lock orders cursors as commits land. With
+    `attempt`, only that attempt, while executing, may append.
+
+    Raises:
+        Superseded: `attempt` no longer holds the run.
     """
+    stmt = update(Run).where(Run.owner_id == owner_id, Run.id == run_id)
+    if attempt is not None:
+        stmt = stmt.where(Run.attempt == attempt, Run.status.in_(_values(EXECUTING)))
     seq = session.execute(
-        update(Run)
-        .where(Run.owner_id == owner_id, Run.id == run_id)
-        .values(last_seq=Run.last_seq + 1)
-        .returning(Run.last_seq)
-    ).scalar_one()
+        stmt.values(last_seq=Run.last_seq + 1).returning(Run.last_seq)
+    ).scalar_one_or_none()
+    if seq is None:
+        raise Superseded(run_id)
     _insert_ignoring_conflict(session, UserStream, {"owner_id": owner_id, "last_cursor": 0})
     cursor = session.execute(
         update(UserStream)

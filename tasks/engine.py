@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from agents.base import Agent, AgentError
 from agents.tools import Tool, ToolError
 from events.types import Event, EventType
 from factories.context import UserExecutionContext
-from storage.models import RunStatus
+from storage.models import EXECUTING, RunStatus
+from storage.queries import Superseded
+from tasks.lifecycle import RunCancelled, RunTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +26,38 @@ log = logging.getLogger(__name__)
 class Emitter(Protocol):
     def emit(self, type: str, data: Any) -> Event: ...
 
+    def transition(
+        self, *, to: RunStatus, from_statuses: frozenset[RunStatus], event_type: str,
+        data: Any, **values: Any,
+    ) -> Event | None: ...
+
 
 class Observer(Protocol):
     def on_event(self, event: Event) -> None: ...
 
 
-RecordTerminal = Callable[[RunStatus, Any, str | None], bool]
+class Control(Protocol):
+    def check(self) -> None: ...
+
+
+class _Unchecked:
+    def check(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: RunStatus
+    status: RunStatus | None  # None: another attempt holds the run, nothing was recorded
     output: Any = None
     error: str | None = None
+
+
+_TERMINAL_EVENTS = {
+    RunStatus.COMPLETED: EventType.AGENT_COMPLETED,
+    RunStatus.FAILED: EventType.AGENT_FAILED,
+    RunStatus.CANCELLED: EventType.AGENT_CANCELLED,
+    RunStatus.TIMED_OUT: EventType.AGENT_TIMED_OUT,
+}
 
 
 class StepLimitExceeded(AgentError):
@@ -69,28 +92,32 @@ class ExecutionEngine:
         *,
         emitter: Emitter,
         tools: Mapping[str, Tool],
-        record_terminal: RecordTerminal,
+        control: Control | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
         self.ctx = ctx
         self.agent = agent
         self._emitter = emitter
         self._tools = tools
-        self._record_terminal = record_terminal
+        self._control = control or _Unchecked()
         self._observers = observers
         self._steps = 0
         self._calls = 0
 
     def emit(self, type: EventType, data: Any) -> Event:
         event = self._emitter.emit(type.value, data)
+        self._notify(event)
+        return event
+
+    def _notify(self, event: Event) -> None:
         for observer in self._observers:
             try:
                 observer.on_event(event)
             except Exception:  # an observer must never break a run
                 log.exception("observer %r failed on %s", observer, event.type)
-        return event
 
     def step(self) -> None:
+        self._control.check()
         self._steps += 1
         if self._steps > self.ctx.limits.max_steps:
             raise StepLimitExceeded(f"more than {self.ctx.limits.max_steps} steps")
@@ -113,12 +140,22 @@ class ExecutionEngine:
 
     def run(self) -> Outcome:
         """Run the agent to a terminal state; never raises for the agent's own failures."""
-        self.emit(EventType.AGENT_STARTED, {"agent": self.ctx.agent, "input": self.ctx.input})
-        if self.agent is None:
-            return self.finish(Outcome(RunStatus.FAILED, error=f"agent {self.ctx.agent!r} unavailable"))
         try:
+            self.emit(EventType.AGENT_STARTED, {"agent": self.ctx.agent, "input": self.ctx.input,
+                                                "attempt": getattr(self._emitter, "attempt", None)})
+            if self.agent is None:
+                return self.finish(Outcome(RunStatus.FAILED,
+                                           error=f"agent {self.ctx.agent!r} unavailable"))
             output = self.agent.run(_AgentRunContext(self))
             json.dumps(output)
+        except Superseded:
+            log.info("run %s: attempt superseded; stopping without writing", self.ctx.run_id)
+            return Outcome(None)
+        except RunCancelled as exc:
+            return self.finish(Outcome(RunStatus.CANCELLED, error=str(exc)))
+        except (RunTimedOut, SoftTimeLimitExceeded) as exc:
+            reason = str(exc) if isinstance(exc, RunTimedOut) else "soft time limit passed"
+            return self.finish(Outcome(RunStatus.TIMED_OUT, error=reason))
         except Exception as exc:  # the agent's failure is the run's failure, not the worker's
             if not isinstance(exc, AgentError):
                 log.warning("agent %s raised %s", self.ctx.agent, type(exc).__name__, exc_info=True)
@@ -126,13 +163,21 @@ class ExecutionEngine:
         return self.finish(Outcome(RunStatus.COMPLETED, output=output))
 
     def finish(self, outcome: Outcome) -> Outcome:
-        # Recorded before the event is sent, so a client reading /state after the terminal
-        # event always sees the terminal status.
-        if not self._record_terminal(outcome.status, outcome.output, outcome.error):
-            log.warning("run %s was no longer running; terminal state not recorded", self.ctx.run_id)
-            return outcome
+        """Record the terminal state and emit its event in one transaction, so a client that
+        reads /state after the terminal event always sees the terminal status."""
+        assert outcome.status is not None
         if outcome.status is RunStatus.COMPLETED:
-            self.emit(EventType.AGENT_COMPLETED, {"output": outcome.output})
+            data: dict[str, Any] = {"output": outcome.output}
         else:
-            self.emit(EventType.AGENT_FAILED, {"error": outcome.error})
+            data = {"error": outcome.error}
+        event = self._emitter.transition(
+            to=outcome.status, from_statuses=EXECUTING,
+            event_type=_TERMINAL_EVENTS[outcome.status].value, data=data,
+            output=outcome.output, error=outcome.error,
+        )
+        if event is None:
+            log.warning("run %s was no longer executing; %s not recorded", self.ctx.run_id,
+                        outcome.status.value)
+            return Outcome(None)
+        self._notify(event)
         return outcome

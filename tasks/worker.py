@@ -5,12 +5,12 @@ Process-wide and connection-only: nothing here holds data of a user or a run.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from typing import Any
 
 from celery import signals
 
-from agents.registry import default_registry
 from agents.tools import default_tools
 from events.eventlog import EventLog
 from events.transport import RedisPublisher
@@ -21,6 +21,8 @@ from factories import (
 )
 from runlane.settings import Settings, load
 from storage.db import Database
+from tasks.dispatch import Dispatcher
+from tasks.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +37,42 @@ class WorkerRuntime:
     agents: AgentInstanceFactory
     bridges: WebSocketBridgeFactory
     engines: ExecutionEngineFactory
+    dispatcher: Dispatcher
+    can_terminate: bool = False  # True only in a prefork child, which may end itself
+    reaper: Reaper | None = None
 
     @classmethod
-    def build(cls, settings: Settings) -> "WorkerRuntime":
+    def build(cls, settings: Settings, *, can_terminate: bool = False) -> "WorkerRuntime":
         db = Database(settings.resolved_database_url())
         publisher = RedisPublisher.from_url(settings.require_redis_url())
         events = EventLog(db)
+        agents = AgentInstanceFactory.from_settings(settings)
+        signing_key = settings.context_signing_key()
         return cls(
             settings=settings,
-            signing_key=settings.context_signing_key(),
+            signing_key=signing_key,
             db=db,
             events=events,
             publisher=publisher,
-            agents=AgentInstanceFactory(default_registry()),
+            agents=agents,
             bridges=WebSocketBridgeFactory(
                 log=events, publisher=publisher, channel_prefix=settings.channel_prefix
             ),
-            engines=ExecutionEngineFactory(db=db, tools=default_tools()),
+            engines=ExecutionEngineFactory(tools=default_tools()),
+            dispatcher=Dispatcher(db=db, signing_key=signing_key, agents=agents,
+                                  queues=settings.agent_queues,
+                                  default_queue=settings.default_queue),
+            can_terminate=can_terminate,
         )
 
+    def start_reaper(self) -> None:
+        self.reaper = Reaper(db=self.db, settings=self.settings, dispatcher=self.dispatcher,
+                             bridges=self.bridges)
+        self.reaper.start()
+
     def close(self) -> None:
+        if self.reaper is not None:
+            self.reaper.stop()
         self.db.dispose()
         self.publisher.close()
 
@@ -74,8 +92,8 @@ def current() -> WorkerRuntime:
     return _Holder.runtime
 
 
-def install(settings: Settings | None = None) -> WorkerRuntime:
-    _Holder.runtime = WorkerRuntime.build(settings or load())
+def install(settings: Settings | None = None, *, can_terminate: bool = False) -> WorkerRuntime:
+    _Holder.runtime = WorkerRuntime.build(settings or load(), can_terminate=can_terminate)
     return _Holder.runtime
 
 
@@ -85,16 +103,22 @@ def _on_worker_init(**_: Any) -> None:
     install()
 
 
+@signals.worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    # The main process reaps (prefork children do not inherit its threads).
+    current().start_reaper()
+
+
 @signals.worker_process_init.connect
 def _on_worker_process_init(**_: Any) -> None:
     # A forked child must not share the parent's sockets: drop them unclosed, build anew.
     if _Holder.runtime is not None:
         _Holder.runtime.db.dispose(close=False)
-    install()
+    # Only a prefork child may end itself to stop an agent; the solo pool runs in the main one.
+    install(can_terminate=multiprocessing.parent_process() is not None)
 
 
 @signals.worker_shutdown.connect
-@signals.worker_process_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
     runtime, _Holder.runtime = _Holder.runtime, None
     if runtime is not None:

@@ -53,6 +53,9 @@ def runlane_env(
         "RUNLANE_INSTANCE_PATH": str(instance),
         "RUNLANE_SECRET_KEY": TEST_SECRET,
         "RUNLANE_ENV": "development",
+        # Short lifecycle timings so lease loss and cancel grace are observed in seconds.
+        "RUNLANE_HEARTBEAT_INTERVAL": "0.5",
+        "RUNLANE_CANCEL_GRACE": "1",
     }
     with pytest.MonkeyPatch.context() as mp:
         for key in list(os.environ):
@@ -72,9 +75,13 @@ def runlane_worker(runlane_env: dict[str, str]) -> Iterator[object]:
 
     assert not tasks.app.conf.task_always_eager
     with start_worker(
-        tasks.app, pool="threads", concurrency=4, perform_ping_check=False,
+        tasks.app, pool="threads", concurrency=6, perform_ping_check=False,
         loglevel="WARNING", shutdown_timeout=10,
     ) as worker:
+        # The CLI worker starts its reaper on worker_ready, which the test controller never sends.
+        from tasks.worker import current
+
+        current().start_reaper()
         yield worker
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import requests
 import websocket
 
-TERMINAL = {"agent_completed", "agent_failed"}
+TERMINAL = {"agent_completed", "agent_failed", "agent_cancelled", "agent_timed_out"}
 
 
 @dataclass

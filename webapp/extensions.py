@@ -7,13 +7,17 @@ import redis
 from flask import current_app
 from flask_sock import Sock
 
-from agents.registry import AgentRegistry, default_registry
+from agents.registry import AgentRegistry
 from events.eventlog import EventLog
 from events.router import SocketRouter
+from events.transport import RedisPublisher
 from factories.adapter import FactoryAdapter
+from factories.agents import AgentInstanceFactory
+from factories.bridge import WebSocketBridgeFactory
 from runlane.settings import Settings
 from storage.db import Database
-from webapp.runs import RunService, celery_enqueue
+from tasks.dispatch import Dispatcher
+from webapp.runs import RunService
 from webapp.streams import RunWatch
 
 sock = Sock()
@@ -28,6 +32,7 @@ class WebState:
     db: Database
     router: SocketRouter
     agents: AgentRegistry
+    agent_factory: AgentInstanceFactory
     events: EventLog
     runs: RunService
     adapter: FactoryAdapter
@@ -36,25 +41,32 @@ class WebState:
     @classmethod
     def build(cls, settings: Settings) -> "WebState":
         db = Database(settings.resolved_database_url())
-        agents = default_registry()
-        runs = RunService(
-            db=db, agents=agents, signing_key=settings.context_signing_key(),
-            enqueue=celery_enqueue,
+        agent_factory = AgentInstanceFactory.from_settings(settings)
+        agents = agent_factory.registry
+        client = redis.Redis.from_url(
+            settings.require_redis_url(), socket_timeout=2, socket_connect_timeout=2
         )
+        events = EventLog(db)
+        bridges = WebSocketBridgeFactory(log=events, publisher=RedisPublisher(client),
+                                         channel_prefix=settings.channel_prefix)
+        dispatcher = Dispatcher(db=db, signing_key=settings.context_signing_key(),
+                                agents=agent_factory, queues=settings.agent_queues,
+                                default_queue=settings.default_queue)
+        runs = RunService(db=db, agents=agents, dispatcher=dispatcher, bridges=bridges,
+                          max_queued=settings.max_queued_per_user)
         return cls(
             settings=settings,
             jwt_secret=settings.jwt_secret(),
             db=db,
             router=SocketRouter(settings.require_redis_url(), prefix=settings.channel_prefix),
             agents=agents,
-            events=EventLog(db),
+            agent_factory=agent_factory,
+            events=events,
             runs=runs,
             adapter=FactoryAdapter(
-                registry=agents, service=runs, default_agent=settings.v1_default_agent
+                agents=agent_factory, service=runs, default_agent=settings.v1_default_agent
             ),
-            redis=redis.Redis.from_url(
-                settings.require_redis_url(), socket_timeout=2, socket_connect_timeout=2
-            ),
+            redis=client,
         )
 
     def watch(self, user_id: str, run_id: str, after_seq: int = 0) -> "RunWatch":

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from runlane.errors import RunlaneError
+from runlane.errors import RunlaneError, TooManyRequests
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -40,7 +40,10 @@ def init_app(app: Flask) -> None:
         if exc.status >= 500:
             log.error("internal error: %s", exc)
             return problem(500, "Internal error")
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+        response = problem(exc.status, exc.title, exc.detail, **exc.extra)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:

@@ -5,31 +5,30 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from sqlalchemy.exc import IntegrityError
 
 from agents.registry import AgentRegistry
-from factories.context import UserExecutionContext, sign_context
-from runlane.errors import InvalidInput, NotFound, UnprocessableInput
+from events.types import EventType
+from factories.bridge import WebSocketBridgeFactory
+from factories.context import UserExecutionContext
+from runlane.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+    UnprocessableInput,
+)
 from storage import queries
 from storage.db import Database
-from storage.models import Run
+from storage.models import WAITING, Run, RunStatus, utcnow
+from tasks.dispatch import Dispatcher
 from webapp.schemas import RunPage, RunResource
 
 log = logging.getLogger(__name__)
-
-Enqueue = Callable[[str, str], None]
-
-
-def celery_enqueue(run_id: str, signed_context: str) -> None:
-    """Send the run's task through the broker; the task id is the run id."""
-    from tasks.run import execute_run  # noqa: PLC0415 - keeps Celery out of module import
-
-    execute_run.apply_async(args=[signed_context], task_id=run_id)
-
 
 def to_resource(run: Run) -> RunResource:
     return RunResource(
@@ -49,21 +48,26 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), str(run_id)
-    except (ValueError, TypeError, binascii.Error):
+        moment = datetime.fromisoformat(created)
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         raise InvalidInput("malformed cursor") from None
+    if moment.tzinfo is None:  # every cursor we issue carries its zone
+        raise InvalidInput("malformed cursor")
+    return moment, str(run_id)
 
 
 class RunService:
     """Owner-scoped run operations; identity always comes in through the context or owner id."""
 
     def __init__(
-        self, *, db: Database, agents: AgentRegistry, signing_key: bytes, enqueue: Enqueue
+        self, *, db: Database, agents: AgentRegistry, dispatcher: Dispatcher,
+        bridges: WebSocketBridgeFactory, max_queued: int,
     ) -> None:
         self._db = db
         self._agents = agents
-        self._signing_key = signing_key
-        self._enqueue = enqueue
+        self._dispatcher = dispatcher
+        self._bridges = bridges
+        self._max_queued = max_queued
 
     def validate_input(self, agent: str, value: Any) -> None:
         """Raises UnprocessableInput naming the unknown agent or each failing input path."""
@@ -78,27 +82,106 @@ class RunService:
             raise UnprocessableInput(
                 f"input does not match the schema of agent {agent!r}",
                 errors=[
-                    {"path": "/input/" + "/".join(str(p) for p in f.absolute_path),
+                    {"path": "/".join(["/input", *(str(p) for p in f.absolute_path)]),
                      "message": f.message}
                     for f in failures
                 ],
             )
 
-    def submit(self, ctx: UserExecutionContext, metadata: dict[str, Any] | None) -> RunResource:
-        """Write the run (and its thread) and enqueue it; the row is committed before the send."""
+    def submit(
+        self, ctx: UserExecutionContext, metadata: dict[str, Any] | None, *,
+        idempotency_key: str | None = None, strategy: str = "enqueue",
+    ) -> tuple[RunResource, bool]:
+        """Write the run (and its thread), then send it; the row is committed before the send.
+
+        Returns the run and whether it already existed under `idempotency_key`.
+
+        Raises:
+            UnprocessableInput: unknown agent or input failing its schema.
+            TooManyRequests: the user has too many runs waiting.
+            Conflict: `reject` strategy and the thread has an active run.
+        """
         self.validate_input(ctx.agent, ctx.input)
+        if idempotency_key is not None:
+            existing = self._existing(ctx.user_id, idempotency_key)
+            if existing is not None:
+                return existing, True
         with self._db.session() as session:
-            run = queries.create_run(
-                session, ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
-                agent=ctx.agent, input=ctx.input, metadata=metadata or {},
-                request_id=ctx.request_id, created_at=ctx.created_at,
-            )
-            resource = to_resource(run)
+            if queries.count_waiting(session, ctx.user_id) >= self._max_queued:
+                raise TooManyRequests(f"more than {self._max_queued} runs waiting",
+                                      retry_after=5)
+            active = [r.id for r in queries.active_in_thread(session, ctx.user_id, ctx.thread_id)]
+        if active and strategy == "reject":
+            raise Conflict(f"thread {ctx.thread_id} has an active run", active_runs=active)
+        if strategy == "interrupt":
+            for run_id in active:
+                self._cancel(ctx.user_id, run_id, missing_ok=True)
         try:
-            self._enqueue(ctx.run_id, sign_context(ctx, self._signing_key))
-        except Exception:  # broker down: the run stays queued and is re-sent later
-            log.exception("could not enqueue run %s; it stays queued", ctx.run_id)
-        return resource
+            with self._db.session() as session:
+                run = queries.create_run(
+                    session, ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
+                    agent=ctx.agent, input=ctx.input, metadata=metadata or {},
+                    request_id=ctx.request_id, created_at=ctx.created_at,
+                    queue=self._dispatcher.queue_for(ctx.agent), idempotency_key=idempotency_key,
+                )
+                resource = to_resource(run)
+        except IntegrityError:  # the same key, submitted concurrently
+            existing = self._existing(ctx.user_id, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing, True
+        try:
+            self._dispatcher.send(ctx, dispatch=1)
+        except Exception:  # broker down: the run stays queued; the reaper re-sends it
+            log.exception("could not send run %s; it stays queued", ctx.run_id)
+        return resource, False
+
+    def _existing(self, owner_id: str, key: str) -> RunResource | None:
+        with self._db.session() as session:
+            run = queries.find_by_idempotency_key(session, owner_id, key)
+            return to_resource(run) if run is not None else None
+
+    def cancel(self, owner_id: str, run_id: str) -> RunResource:
+        """Cancel a run: a waiting one never starts, a running one stops at its next step
+        (and is terminated after the grace period). Cancelling twice is harmless.
+
+        Raises:
+            NotFound: no such run for this owner.
+            Conflict: the run has already finished.
+        """
+        self._cancel(owner_id, run_id)
+        return self.get(owner_id, run_id)
+
+    def _cancel(self, owner_id: str, run_id: str, *, missing_ok: bool = False) -> None:
+        for _ in range(3):  # the run may move while we look; each step is conditional
+            with self._db.session() as session:
+                run = queries.get_run(session, owner_id, run_id)
+                if run is None:
+                    if missing_ok:
+                        return
+                    raise NotFound(f"no run {run_id}")
+                status, thread_id = RunStatus(run.status), run.thread_id
+                if status is RunStatus.CANCELLED or (status.terminal and missing_ok):
+                    return  # cancelling twice is harmless
+                if status.terminal:
+                    raise Conflict(f"run already {status.value}", run_status=status.value)
+                if status is RunStatus.RUNNING and queries.transition(
+                    session, owner_id, run_id, to=RunStatus.CANCELLING,
+                    from_statuses=frozenset({RunStatus.RUNNING}), cancel_requested_at=utcnow(),
+                ):
+                    return
+            if status is RunStatus.CANCELLING:
+                return
+            if status in WAITING:
+                reason = "cancelled before it started"
+                event = self._bridges.for_run(owner_id, run_id, thread_id).transition(
+                    to=RunStatus.CANCELLED, from_statuses=WAITING,
+                    event_type=EventType.AGENT_CANCELLED.value, data={"reason": reason},
+                    error=reason,
+                )
+                if event is not None:
+                    self._dispatcher.nudge(owner_id)  # runs queued behind it may start now
+                    return
 
     def get(self, owner_id: str, run_id: str) -> RunResource:
         with self._db.session() as session:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,15 @@ class SubmitRun(BaseModel):
     agent: str = Field(min_length=1, max_length=64)
     input: Any = None
     metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="the same key from the same user returns the same run",
+    )
+    multitask_strategy: Literal["reject", "enqueue", "interrupt"] = Field(
+        default="enqueue",
+        description="when the thread has an active run: 409 (reject), start after it "
+                    "(enqueue) or cancel it first (interrupt)",
+    )
 
     @classmethod
     def openapi_refine(cls, schema: dict[str, Any], agents: AgentRegistry) -> dict[str, Any]:

@@ -34,20 +34,35 @@ def _json(model: Any, status: int = 200) -> Response:
 
 @bp.post("/thread/<thread_id>/runs")
 @documented(summary="Submit a run to a thread (created on first use)", tags=("v2",),
-            body=SubmitRun, responses={202: RunResource})
+            body=SubmitRun, responses={202: RunResource, 200: RunResource},
+            errors=(400, 401, 404, 409, 413, 422, 429),
+            description="202: a new run. 200: the run created earlier with the same "
+                        "idempotency_key. 409: `reject` strategy and the thread is busy. "
+                        "429: too many of your runs are waiting (see Retry-After).")
 @require_principal
 def submit_run(thread_id: str) -> Response:
     thread_id = checked_id(thread_id, "thread_id")
     body = parse_body(SubmitRun)
+    st = state()
     ctx = UserExecutionContext(
         user_id=current_principal().user_id, thread_id=thread_id, run_id=uuid.uuid4().hex,
         request_id=request_id(), agent=body.agent, input=body.input,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(timezone.utc), limits=st.agent_factory.limits(body.agent),
     )
-    run = state().runs.submit(ctx, body.metadata)
-    response = _json(run, 202)
+    run, replayed = st.runs.submit(ctx, body.metadata, idempotency_key=body.idempotency_key,
+                                   strategy=body.multitask_strategy)
+    response = _json(run, 200 if replayed else 202)
     response.headers["Location"] = url_for(".run_state", run_id=run.run_id)
     return response
+
+
+@bp.post("/<run_id>/cancel")
+@documented(summary="Cancel one of your runs (harmless twice; 409 once it has finished)",
+            tags=("v2",), responses={202: RunResource}, errors=(400, 401, 404, 409))
+@require_principal
+def cancel_run(run_id: str) -> Response:
+    run = state().runs.cancel(current_principal().user_id, checked_id(run_id, "run_id"))
+    return _json(run, 202)
 
 
 @bp.get("/<run_id>/state")

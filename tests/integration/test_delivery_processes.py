@@ -9,7 +9,7 @@ import websocket
 
 from runlane.embedded import EmbeddedRedis
 from tests.processes import free_port, web_process, worker_process
-from tests.support import EventSocket, User
+from tests.support import EventSocket
 
 
 def test_client_resumes_on_a_second_web_process_with_exactly_the_missed_events(

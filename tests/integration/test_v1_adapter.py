@@ -41,11 +41,13 @@ def test_execute_reports_a_failed_run(users):
     assert "Deprecation" in response.headers
 
 
-def test_execute_answers_202_when_the_timeout_passes_first(users, runlane_worker):
+def test_execute_answers_202_when_the_timeout_passes_first(users):
     alice = users.user("alice")
-    # Occupy every worker thread so the v1 run waits in the queue past its timeout.
-    blockers = [alice.submit("busy", "demo", {"steps": 1, "delay_ms": 1500})["run_id"]
-                for _ in range(runlane_worker.concurrency)]
+    # Four running runs: Alice is at her concurrency limit, so the v1 run waits past its timeout.
+    blockers = [alice.submit(f"busy-{i}", "demo", {"steps": 1, "delay_ms": 3000})["run_id"]
+                for i in range(4)]
+    for run_id in blockers:
+        alice.wait_for_state(run_id, {"running"})
     response = alice.post(
         "/api/agents/execute", json={"agent_type": "demo", "message": "x", "timeout": 0.2}
     )

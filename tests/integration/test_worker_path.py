@@ -26,7 +26,7 @@ def test_task_is_delivered_through_redis_to_a_worker_thread(users, redis_url):
         task_prerun.disconnect(record)
     assert state["status"] == "completed"
     assert state["output"] == {"hello": "world"}
-    mine = [s for s in seen if s[0] == run["run_id"]]
+    mine = [s for s in seen if s[0] == f"{run['run_id']}-1"]  # task id: run id + dispatch token
     assert len(mine) == 1
     _, eager, delivery, thread_name = mine[0]
     assert not eager

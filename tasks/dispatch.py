@@ -1,0 +1,72 @@
+"""Dispatcher: the one place a run becomes a task message (first send, re-sends, nudges).
+
+Every message carries the run's dispatch token; sending again bumps the token, so older
+copies of the message (broker redeliveries, retries, sweeps) are dropped when they arrive.
+"""
+from __future__ import annotations
+
+import logging
+
+from factories.agents import AgentInstanceFactory
+from factories.context import UserExecutionContext, sign_context
+from storage import queries
+from storage.db import Database
+from storage.models import Run
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self, *, db: Database, signing_key: bytes, agents: AgentInstanceFactory,
+        queues: dict[str, str], default_queue: str,
+    ) -> None:
+        self._db = db
+        self._key = signing_key
+        self._agents = agents
+        self._queues = queues
+        self._default_queue = default_queue
+
+    def queue_for(self, agent: str) -> str:
+        return self._queues.get(agent, self._default_queue)
+
+    def context_for(self, run: Run) -> UserExecutionContext:
+        """The context a stored run stands for (re-sends need it; nothing else is trusted)."""
+        return UserExecutionContext(
+            user_id=run.owner_id, thread_id=run.thread_id, run_id=run.id,
+            request_id=run.request_id, agent=run.agent, input=run.input,
+            created_at=run.created_at, limits=self._agents.limits(run.agent),
+        )
+
+    def send(self, ctx: UserExecutionContext, dispatch: int) -> None:
+        """Send one task message; time limits ride along for the prefork pool to enforce."""
+        from tasks.run import execute_run  # noqa: PLC0415 - the task module imports us
+
+        execute_run.apply_async(
+            args=[sign_context(ctx, self._key), dispatch],
+            task_id=f"{ctx.run_id}-{dispatch}",
+            queue=self.queue_for(ctx.agent),
+            soft_time_limit=ctx.limits.soft_time_limit,
+            time_limit=ctx.limits.hard_time_limit,
+        )
+
+    def redispatch(self, owner_id: str, run_id: str) -> bool:
+        """Send a waiting run again with a new token; False when it is no longer waiting."""
+        with self._db.session() as session:
+            token = queries.bump_dispatch(session, owner_id, run_id)
+            run = queries.get_run(session, owner_id, run_id) if token else None
+        if token is None or run is None:
+            return False
+        try:
+            self.send(self.context_for(run), token)
+        except Exception:  # broker down: the sweeper tries again later
+            log.warning("could not re-send run %s", run_id, exc_info=True)
+            return False
+        return True
+
+    def nudge(self, owner_id: str, limit: int = 4) -> None:
+        """Re-send the owner's oldest waiting runs now that a slot may be free."""
+        with self._db.session() as session:
+            waiting = [r.id for r in queries.next_waiting(session, owner_id, limit)]
+        for run_id in waiting:
+            self.redispatch(owner_id, run_id)
