@@ -32,7 +32,6 @@ worker_prefetch_multiplier = 1
 task_default_queue = "runlane"
 worker_send_task_events = True
 task_send_sent_event = False
-worker_hijack_root_logger = False
 beat_schedule = {
     "purge-events": {"task": "runlane.purge_events", "schedule": 3600.0},
 }

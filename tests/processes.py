@@ -69,14 +69,16 @@ def web_process(env: Mapping[str, str], log: Path) -> Iterator[str]:
 
 @contextmanager
 def worker_process(
-    env: Mapping[str, str], log: Path, concurrency: int = 2, name: str = "test"
+    env: Mapping[str, str], log: Path, concurrency: int = 2, name: str = "test",
+    queues: str = "runlane",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A tasks worker` (prefork), as production runs it, in its own process group
     so a test can kill it and its pool children at once, like a lost machine."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork",
-             "-c", str(concurrency), "--loglevel", "INFO", "-n", f"{name}-{os.getpid()}@%h",
+             "-c", str(concurrency), "-Q", queues, "--loglevel", "INFO",
+             "-n", f"{name}-{os.getpid()}@%h",
              "--without-mingle", "--without-gossip"],
             env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -102,17 +104,17 @@ class Stack:
         self.redis.start()
         database_url = f"sqlite:///{workdir / 'stack.db'}"
         migrate(database_url)
-        self.env = dict(os.environ, REDIS_URL=self.redis.url, DATABASE_URL=database_url,
-                        RUNLANE_HEARTBEAT_INTERVAL="0.5", RUNLANE_CANCEL_GRACE="1",
-                        RUNLANE_RESEND_AFTER="1", **(extra_env or {}))
+        self.env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": database_url,
+                    "RUNLANE_HEARTBEAT_INTERVAL": "0.5", "RUNLANE_CANCEL_GRACE": "1",
+                    "RUNLANE_RESEND_AFTER": "1", **(extra_env or {})}
         self._exits = ExitStack()
 
     def web(self) -> str:
         return self._exits.enter_context(web_process(self.env, self.workdir / "web.log"))
 
-    def worker(self, name: str, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def worker(self, name: str, concurrency: int = 1, queues: str = "runlane") -> subprocess.Popen[bytes]:
         return self._exits.enter_context(
-            worker_process(self.env, self.workdir / f"{name}.log", concurrency, name))
+            worker_process(self.env, self.workdir / f"{name}.log", concurrency, name, queues))
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text()

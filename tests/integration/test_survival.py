@@ -89,3 +89,20 @@ def test_run_submitted_while_redis_is_down_completes_after_it_returns(stack, tok
     stack.redis.start()
     state = alice.wait_for_state(response.json()["run_id"], {"completed"}, timeout=60)
     assert state["status"] == "completed" and state["output"] == "late"
+
+
+def test_runs_are_routed_to_their_agents_queue(tmp_path, tokens):
+    stack = Stack(tmp_path, {"RUNLANE_AGENT_QUEUES": json.dumps({"demo": "slow"})})
+    try:
+        stack.worker("default-only", queues="runlane")
+        alice = tokens.user("alice").on(stack.web())
+        echo = alice.submit("a", "echo", "default queue")["run_id"]
+        demo = alice.submit("b", "demo", {"steps": 1})["run_id"]
+        assert alice.wait_for_state(echo, {"completed"}, timeout=30)["status"] == "completed"
+        time.sleep(1.5)
+        assert alice.get(f"/api/agents/v2/{demo}/state").json()["status"] == "queued"
+        stack.worker("slow-only", queues="slow")
+        assert alice.wait_for_state(demo, {"completed"}, timeout=30)["status"] == "completed"
+        assert f"{demo}-" in stack.log("slow-only") and f"{demo}-" not in stack.log("default-only")
+    finally:
+        stack.close()
