@@ -8,6 +8,7 @@ names the caller's thread, and without one each run gets a thread of its own, `v
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -181,7 +182,7 @@ class FactoryAdapter:
         )
 
     @staticmethod
-    def thread_runs(thread_id: str, runs: list[RunView]) -> V1ThreadRuns:
+    def thread_runs(thread_id: str, runs: Sequence[RunView]) -> V1ThreadRuns:
         return V1ThreadRuns(
             thread_id=thread_id,
             runs=[V1RunSummary(run_id=r.run_id, agent_type=r.agent, status=r.status,

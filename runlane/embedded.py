@@ -69,6 +69,7 @@ class EmbeddedRedis:
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
+        assert self.port is not None
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
         try:
             while time.monotonic() < deadline:

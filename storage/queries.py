@@ -26,6 +26,11 @@ from storage.models import (
 )
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE/DELETE matched (typed: Result hides CursorResult.rowcount)."""
+    return int(result.rowcount)
+
+
 def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any]) -> None:
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
@@ -141,14 +146,14 @@ def claim_run(
         return Claim.BLOCKED, 0
     now = utcnow()
     attempt = run.attempt + 1
-    claimed = session.execute(
+    claimed = _rowcount(session.execute(
         update(Run)
         .where(Run.id == run_id, Run.owner_id == owner_id, Run.status.in_(_values(WAITING)),
                Run.attempt == run.attempt)
         .values(status=RunStatus.RUNNING.value, attempt=attempt, started_at=now,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 deadline_at=now + timedelta(seconds=hard_limit))
-    ).rowcount
+    ))
     return (Claim.CLAIMED, attempt) if claimed == 1 else (Claim.STALE, 0)
 
 
@@ -180,7 +185,7 @@ def transition(
     if to.terminal:
         values.setdefault("finished_at", utcnow())
         values.setdefault("lease_expires_at", None)
-    return session.execute(stmt.values(status=to.value, **values)).rowcount == 1
+    return _rowcount(session.execute(stmt.values(status=to.value, **values))) == 1
 
 
 def renew_lease(
@@ -190,12 +195,12 @@ def renew_lease(
 
     Returns the run's status and when cancellation was requested.
     """
-    renewed = session.execute(
+    renewed = _rowcount(session.execute(
         update(Run)
         .where(Run.owner_id == owner_id, Run.id == run_id, Run.attempt == attempt,
                Run.status.in_(_values(EXECUTING)))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-    ).rowcount
+    ))
     if renewed != 1:
         return None
     row = session.execute(
@@ -348,4 +353,4 @@ def oldest_retained(session: Session, owner_id: str, run_id: str | None = None) 
 
 def purge_events_before(session: Session, cutoff: datetime) -> int:
     """Delete every event older than `cutoff` (retention); not owner-scoped by design."""
-    return int(session.execute(delete(EventRecord).where(EventRecord.ts < cutoff)).rowcount)
+    return _rowcount(session.execute(delete(EventRecord).where(EventRecord.ts < cutoff)))

@@ -74,7 +74,8 @@ def log_startup(app: Flask, settings: Settings) -> None:
 
 def report(app: Flask, settings: Settings, client: redis.Redis) -> dict[str, Any]:
     try:
-        counts = {k.decode(): int(v) for k, v in client.hgetall(calls_key(settings)).items()}
+        raw = client.hgetall(calls_key(settings))
+        counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     except redis.RedisError:
         counts = {}
     routes = []

@@ -67,7 +67,7 @@ def _models(app: Flask) -> list[tuple[type[BaseModel], str]]:
 def build_document(app: Flask) -> dict[str, Any]:
     """The whole document; cheap enough to build per request, cached on the app anyway."""
     models = _models(app)
-    refs, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    refs, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
     schemas = defs.get("$defs", {})
     agents = app.extensions["runlane"].agents
     for key in models:
