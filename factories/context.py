@@ -72,6 +72,17 @@ def sign_context(ctx: UserExecutionContext, key: bytes) -> str:
     return str(URLSafeSerializer(key, salt=_SALT).dumps(ctx.to_dict()))
 
 
+def claimed_run_id(token: str) -> str | None:
+    """The run id a (possibly forged) message names, read without trusting it: only to end
+    that run as failed when the message is refused."""
+    try:
+        _valid, data = URLSafeSerializer(b"", salt=_SALT).loads_unsafe(token)
+    except Exception:  # noqa: BLE001 - garbage in, nothing to report on
+        return None
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) and len(run_id) <= 64 else None
+
+
 def verify_context(token: str, key: bytes) -> UserExecutionContext:
     """Check the HMAC, then rebuild the context.
 

@@ -251,6 +251,11 @@ def next_waiting(session: Session, owner_id: str, limit: int) -> list[Run]:
 
 # -- operations across all owners (the reaper); never reachable from a user's request ------
 
+def get_run_any_owner(session: Session, run_id: str) -> Run | None:
+    """For the worker's refusal of forged messages only: the run's real owner is unknown."""
+    return session.execute(select(Run).where(Run.id == run_id)).scalar_one_or_none()
+
+
 def lapsed_leases(session: Session, now: datetime, limit: int = 100) -> list[Run]:
     stmt = (select(Run).where(Run.status.in_(_values(EXECUTING)), Run.lease_expires_at < now)
             .limit(limit))

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
-from factories.context import verify_context
+from factories.context import claimed_run_id, verify_context
 from runlane.errors import ContextTampered, MalformedContext, UnprocessableInput
 from storage import queries
 from storage.queries import Claim
@@ -23,7 +23,10 @@ def execute_run(self: Any, signed_context: str, dispatch: int | None = None) -> 
     try:
         ctx = verify_context(signed_context, runtime.signing_key)
     except (ContextTampered, MalformedContext) as exc:
-        log.error("refused a task message: %s", exc)
+        run_id = claimed_run_id(signed_context)
+        log.error("refused a task message naming run %s: %s", run_id, exc)
+        if run_id is not None:
+            runtime.refuse(run_id, "refused a task message that failed verification")
         return "refused"
 
     settings = runtime.settings

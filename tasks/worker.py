@@ -20,7 +20,10 @@ from factories import (
     WebSocketBridgeFactory,
 )
 from runlane.settings import Settings, load
+from events.types import EventType
+from storage import queries
 from storage.db import Database
+from storage.models import ACTIVE, RunStatus
 from tasks.dispatch import Dispatcher
 from tasks.reaper import Reaper
 
@@ -64,6 +67,17 @@ class WorkerRuntime:
                                   default_queue=settings.default_queue),
             can_terminate=can_terminate,
         )
+
+    def refuse(self, run_id: str, reason: str) -> None:
+        """End a run named by a forged or malformed message as failed, for its real owner
+        (looked up by id; nothing from the message is trusted). It is never executed."""
+        with self.db.session() as session:
+            run = queries.get_run_any_owner(session, run_id)
+        if run is None:
+            return
+        self.bridges.for_run(run.owner_id, run.id, run.thread_id).transition(
+            to=RunStatus.FAILED, from_statuses=ACTIVE, event_type=EventType.AGENT_FAILED.value,
+            data={"error": reason}, error=reason)
 
     def start_reaper(self) -> None:
         self.reaper = Reaper(db=self.db, settings=self.settings, dispatcher=self.dispatcher,

@@ -16,15 +16,36 @@ M = TypeVar("M", bound=BaseModel)
 _ID = re.compile(ID_PATTERN)
 
 
+MAX_DEPTH = 32
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping as soon as it passes `limit`."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 def json_body() -> Any:
-    """The parsed JSON body; 400 when absent or malformed."""
+    """The parsed JSON body; 400 when absent, malformed or nested deeper than MAX_DEPTH."""
     raw = request.get_data(cache=True)
     if not raw:
         raise InvalidInput("a JSON body is required")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (ValueError, RecursionError):
         raise InvalidInput("the body is not valid JSON") from None
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise InvalidInput(f"the body is nested deeper than {MAX_DEPTH} levels")
+    return data
 
 
 def parse_body(model: type[M]) -> M:
