@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from runlane.settings import Settings, load
+from runlane.settings import load
 
 
 def _web_argv(host: str, port: int) -> list[str]:
@@ -106,10 +106,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from webapp.auth import issue_token  # noqa: PLC0415
+    from webapp.auth import TokenVerifier  # noqa: PLC0415
 
-    settings: Settings = load()
-    print(issue_token(settings, settings.jwt_secret(), args.user, args.ttl))
+    roles = ("admin",) if args.admin else ()
+    print(TokenVerifier(load()).issue(args.user, args.ttl, roles=roles))
     return 0
 
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a signed token for a user (development)")
     token.add_argument("--user", required=True)
     token.add_argument("--ttl", type=int, default=None, help="seconds (default 24 h)")
+    token.add_argument("--admin", action="store_true",
+                       help="add the admin role (honoured only with RUNLANE_ADMIN_ENABLED=true)")
     token.set_defaults(func=cmd_token)
 
     mig = sub.add_parser("migrate", help="apply database migrations")

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     )
     secret_key: str | None = None
     signing_key: str | None = None
+    # Key rotation: several HS256 secrets by `kid`; tokens are issued with the active one.
+    jwt_keys: dict[str, str] = {}
+    jwt_active_kid: str | None = None
+    # RS256/ES256: public keys from a JWKS file or URL.
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    admin_enabled: bool = False  # honour the `roles: ["admin"]` claim (every admin read is logged)
+    submit_rate_per_minute: int = 120  # per user, across all web processes (Redis)
+    socket_connects_per_minute: int = 60  # per user
+    cors_origins: list[str] = []  # empty: CORS off
     jwt_issuer: str = "runlane"
     jwt_audience: str = "runlane"
     token_ttl_seconds: int = 24 * 3600
@@ -89,7 +99,11 @@ class Settings(BaseSettings):
         return self.redis_url
 
     def jwt_secret(self) -> str:
-        """The HS256 token secret: configured, or (development only) the instance secret."""
+        """The HS256 token secret: configured, or (development only) the instance secret.
+
+        Raises:
+            ConfigurationError: production without a secret, or a secret shorter than 32 bytes.
+        """
         if self.secret_key:
             if len(self.secret_key.encode()) < 32:
                 raise ConfigurationError("RUNLANE_SECRET_KEY must be at least 32 bytes")

@@ -14,13 +14,13 @@ from celery import signals
 from agents.tools import default_tools
 from events.eventlog import EventLog
 from events.transport import RedisPublisher
+from events.types import EventType
 from factories import (
     AgentInstanceFactory,
     ExecutionEngineFactory,
     WebSocketBridgeFactory,
 )
 from runlane.settings import Settings, load
-from events.types import EventType
 from storage import queries
 from storage.db import Database
 from storage.models import ACTIVE, RunStatus

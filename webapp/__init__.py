@@ -41,5 +41,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(v2.bp, url_prefix=f"{prefix}/v2", name=f"v2_{suffix}")
         app.register_blueprint(sockets.bp, url_prefix=f"{prefix}/v2", name=f"sockets_{suffix}")
         app.register_blueprint(v1.bp, url_prefix=prefix, name=f"v1_{suffix}")
+    if settings.cors_origins:  # off unless an allow-list is configured
+        from flask_cors import CORS  # noqa: PLC0415
+
+        CORS(app, resources={r"/api/*": {"origins": settings.cors_origins}},
+             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+             expose_headers=["Location", "Retry-After", "X-Request-ID", "Deprecation", "Sunset",
+                             "Link"])
     migration.log_startup(app, settings)
     return app

@@ -12,7 +12,7 @@ import jwt
 from flask import g, request
 
 from factories.context import USER_PATTERN
-from runlane.errors import Unauthenticated
+from runlane.errors import ConfigurationError, Unauthenticated
 from runlane.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,38 +24,89 @@ class Principal:
     """Who is calling, as proven by a verified token."""
 
     user_id: str
+    admin: bool = False
 
 
-def issue_token(settings: Settings, secret: str, user_id: str, ttl: int | None = None) -> str:
+def issue_token(
+    settings: Settings, secret: str, user_id: str, ttl: int | None = None, *,
+    kid: str | None = None, roles: tuple[str, ...] = (),
+) -> str:
     """A signed HS256 JWT for `user_id` (development and tests)."""
     if not _USER.match(user_id):
         raise ValueError(f"user id must match {USER_PATTERN}")
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user_id, "iat": now, "nbf": now, "exp": now + (ttl or settings.token_ttl_seconds),
         "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
     }
-    return jwt.encode(claims, secret, algorithm="HS256")
+    if roles:
+        claims["roles"] = list(roles)
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid} if kid else None)
 
 
-def verify_token(settings: Settings, secret: str, token: str) -> Principal:
-    """Check signature, expiry, not-before, issuer and audience.
+_ASYMMETRIC = ("RS256", "ES256")
 
-    Raises:
-        Unauthenticated: any check fails (the reason is not echoed to the client).
-    """
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer, leeway=5,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-        )
-    except jwt.InvalidTokenError:
-        raise Unauthenticated("invalid or expired token") from None
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not _USER.match(subject):
-        raise Unauthenticated("invalid token subject")
-    return Principal(user_id=subject)
+
+class TokenVerifier:
+    """Verifies bearer tokens: HS256 by `kid` (rotation) or the default secret, RS256/ES256
+    against a JWKS. The algorithm decides the key family, so an HMAC token is never checked
+    against a public key (the classic algorithm-confusion attack)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._hmac: dict[str | None, str] = dict(settings.jwt_keys)
+        self._jwks: Any = None
+        if settings.jwt_jwks_file is not None:
+            self._jwks = jwt.PyJWKSet.from_json(settings.jwt_jwks_file.read_text())
+        elif settings.jwt_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+        try:
+            self._hmac[None] = settings.jwt_secret()
+        except ConfigurationError:
+            if not self._hmac and self._jwks is None:
+                raise  # production with no key at all: refuse to start
+
+    def issue(self, user_id: str, ttl: int | None = None, roles: tuple[str, ...] = ()) -> str:
+        """A token signed with the active key (rotation) or the default secret."""
+        kid = self._settings.jwt_active_kid
+        secret = self._hmac[kid] if kid in self._hmac else self._hmac[None]
+        return issue_token(self._settings, secret, user_id, ttl, kid=kid, roles=roles)
+
+    def _key(self, token: str) -> tuple[Any, str]:
+        header = jwt.get_unverified_header(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg == "HS256":
+            secret = self._hmac.get(kid) if kid is not None else self._hmac.get(None)
+            if secret is None:
+                raise Unauthenticated("unknown key")
+            return secret, alg
+        if alg in _ASYMMETRIC and self._jwks is not None and isinstance(kid, str):
+            if isinstance(self._jwks, jwt.PyJWKClient):
+                return self._jwks.get_signing_key(kid).key, alg
+            return self._jwks[kid].key, alg
+        raise Unauthenticated("unsupported token")
+
+    def verify(self, token: str) -> Principal:
+        """Check signature, expiry, not-before, issuer and audience.
+
+        Raises:
+            Unauthenticated: any check fails (the reason is not echoed to the client).
+        """
+        try:
+            key, alg = self._key(token)
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer, leeway=5,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError, KeyError):
+            raise Unauthenticated("invalid or expired token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not _USER.match(subject):
+            raise Unauthenticated("invalid token subject")
+        roles = claims.get("roles")
+        admin = (self._settings.admin_enabled and isinstance(roles, list) and "admin" in roles)
+        return Principal(user_id=subject, admin=admin)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -75,8 +126,7 @@ def require_principal(view: F) -> F:
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
             raise Unauthenticated("missing bearer token")
-        st = state()
-        g.principal = verify_token(st.settings, st.jwt_secret, token)
+        g.principal = state().tokens.verify(token)
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

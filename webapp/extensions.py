@@ -17,6 +17,7 @@ from factories.bridge import WebSocketBridgeFactory
 from runlane.settings import Settings
 from storage.db import Database
 from tasks.dispatch import Dispatcher
+from webapp.auth import TokenVerifier
 from webapp.runs import RunService
 from webapp.streams import RunWatch
 
@@ -28,7 +29,7 @@ class WebState:
     """What one web process shares across requests; built by create_app, never at import."""
 
     settings: Settings
-    jwt_secret: str
+    tokens: TokenVerifier
     db: Database
     router: SocketRouter
     agents: AgentRegistry
@@ -56,7 +57,7 @@ class WebState:
                           max_queued=settings.max_queued_per_user)
         return cls(
             settings=settings,
-            jwt_secret=settings.jwt_secret(),
+            tokens=TokenVerifier(settings),
             db=db,
             router=SocketRouter(settings.require_redis_url(), prefix=settings.channel_prefix),
             agents=agents,

@@ -190,6 +190,15 @@ class RunService:
                 raise NotFound(f"no run {run_id}")
             return to_resource(run)
 
+    def get_as_admin(self, admin_id: str, run_id: str) -> RunResource:
+        """Any user's run, for the opt-in admin role; logged, since it crosses owners."""
+        with self._db.session() as session:
+            run = queries.get_run_any_owner(session, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            log.warning("admin %s read run %s of user %s", admin_id, run_id, run.owner_id)
+            return to_resource(run)
+
     def list(
         self, owner_id: str, thread_id: str, *, limit: int, cursor: str | None
     ) -> RunPage:

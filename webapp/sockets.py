@@ -18,8 +18,9 @@ from simple_websocket import ConnectionClosed
 from events.sink import SocketSink
 from runlane.errors import Unauthenticated
 from webapp.apidoc import documented
-from webapp.auth import Principal, bearer_token, verify_token
+from webapp.auth import Principal, bearer_token
 from webapp.extensions import WebState, sock, state
+from webapp.ratelimit import over_limit
 from webapp.socket_session import SocketSession, frame
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class CloseCode(enum.IntEnum):
     """Runlane's own close codes (4000-4999); documented in docs/websocket.md."""
 
     SLOW_CONSUMER = 4008  # send queue overflowed: reconnect and resume from the last seq
+    TOO_MANY_CONNECTIONS = 4429  # over RUNLANE_SOCKET_CONNECTS_PER_MINUTE: back off
     UNAUTHENTICATED = 4401  # no valid token in the header or the first message within 5 s
     UNAVAILABLE = 4503  # the process could not subscribe to the event stream in time
 
@@ -50,7 +52,7 @@ def _authenticate(ws: Any, st: WebState) -> Principal | None:
     if token is None:
         return None
     try:
-        return verify_token(st.settings, st.jwt_secret, token)
+        return st.tokens.verify(token)
     except Unauthenticated:
         return None
 
@@ -97,6 +99,10 @@ def events_socket(ws: Any) -> None:
     principal = _authenticate(ws, st)
     if principal is None:
         ws.close(CloseCode.UNAUTHENTICATED, "authentication required")
+        return
+    if over_limit(st.redis, st.settings.channel_prefix, "socket", principal.user_id,
+                  st.settings.socket_connects_per_minute) is not None:
+        ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections; back off")
         return
     if st.settings.socket_send_buffer:
         try:

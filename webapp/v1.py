@@ -29,12 +29,13 @@ from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import V1_ROUTES, count_call, current_rule, deprecation_headers
 from webapp.problems import problem
+from webapp.ratelimit import limit_submissions
 from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.streams import sse_frames
 
 bp = Blueprint("v1", __name__)
 F = TypeVar("F", bound=Callable[..., Any])
-V1_ERRORS = (400, 401, 404, 410, 413, 422)
+V1_ERRORS = (400, 401, 404, 410, 413, 422, 429)
 
 
 def v1_route(name: str) -> Callable[[F], F]:
@@ -71,6 +72,7 @@ def _json(model: Any, status: int = 200) -> Response:
             responses={200: V1ExecuteFinished, 202: V1ExecutePending})
 @v1_route("execute")
 @require_principal
+@limit_submissions
 def execute() -> Response:
     started = time.monotonic()
     body = parse_body(V1Execute)
@@ -92,6 +94,7 @@ def execute() -> Response:
             deprecated=True, errors=V1_ERRORS, responses={200: V1Started})
 @v1_route("run_agent")
 @require_principal
+@limit_submissions
 def run_agent() -> Response:
     body = parse_body(V1RunAgent)
     adapter = _adapter()
@@ -105,6 +108,7 @@ def run_agent() -> Response:
             body=V1Message, deprecated=True, errors=V1_ERRORS, responses={200: V1Started})
 @v1_route("message")
 @require_principal
+@limit_submissions
 def message() -> Response:
     body = parse_body(V1Message)
     adapter = _adapter()
@@ -119,6 +123,7 @@ def message() -> Response:
             responses={200: None}, media={200: "text/event-stream"})
 @v1_route("stream")
 @require_principal
+@limit_submissions
 def stream() -> Response:
     body = parse_body(V1RunAgent)
     st, adapter = state(), _adapter()

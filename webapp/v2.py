@@ -12,6 +12,7 @@ from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import report
+from webapp.ratelimit import limit_submissions
 from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.schemas import (
     AgentInfo,
@@ -38,8 +39,10 @@ def _json(model: Any, status: int = 200) -> Response:
             errors=(400, 401, 404, 409, 413, 422, 429),
             description="202: a new run. 200: the run created earlier with the same "
                         "idempotency_key. 409: `reject` strategy and the thread is busy. "
-                        "429: too many of your runs are waiting (see Retry-After).")
+                        "429: too many of your runs are waiting, or too many submissions per minute "
+                        "(see Retry-After).")
 @require_principal
+@limit_submissions
 def submit_run(thread_id: str) -> Response:
     thread_id = checked_id(thread_id, "thread_id")
     body = parse_body(SubmitRun)
@@ -70,7 +73,10 @@ def cancel_run(run_id: str) -> Response:
 @require_principal
 def run_state(run_id: str) -> Response:
     run_id = checked_id(run_id, "run_id")
-    return _json(state().runs.get(current_principal().user_id, run_id))
+    principal = current_principal()
+    if principal.admin:  # opt-in operations role; every such read is logged
+        return _json(state().runs.get_as_admin(principal.user_id, run_id))
+    return _json(state().runs.get(principal.user_id, run_id))
 
 
 @bp.get("/thread/<thread_id>/runs")

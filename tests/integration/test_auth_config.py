@@ -1,0 +1,128 @@
+"""Authentication as configured: key rotation, JWKS (RS256/ES256), production without keys,
+the opt-in admin role, per-user rate limits and CORS."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import jwt
+import pytest
+import requests
+import websocket
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from runlane.errors import ConfigurationError
+from tests.support import EventSocket
+
+NOW = int(time.time())
+CLAIMS = {"sub": "carol", "iss": "runlane", "aud": "runlane", "iat": NOW, "nbf": NOW, "exp": NOW + 600}
+K1, K2 = "rotation-one-" + "a" * 40, "rotation-two-" + "b" * 40
+
+
+def status(base: str, token: str) -> int:
+    return requests.get(f"{base}/api/agents/v2/agents", timeout=5,
+                        headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+def test_rotated_keys_verify_by_kid_and_unknown_kids_are_refused(server_with):
+    base = server_with(jwt_keys={"k1": K1, "k2": K2}, jwt_active_kid="k2")
+    assert status(base, jwt.encode(CLAIMS, K1, headers={"kid": "k1"})) == 200
+    assert status(base, jwt.encode(CLAIMS, K2, headers={"kid": "k2"})) == 200
+    assert status(base, jwt.encode(CLAIMS, K1, headers={"kid": "k2"})) == 401  # wrong key for kid
+    assert status(base, jwt.encode(CLAIMS, K1, headers={"kid": "k9"})) == 401
+
+
+def test_cli_issues_tokens_with_the_active_kid(runlane_env):
+    from runlane.settings import load
+    from webapp.auth import TokenVerifier
+
+    settings = load({"jwt_keys": {"k1": K1, "k2": K2}, "jwt_active_kid": "k2"})
+    token = TokenVerifier(settings).issue("dave")
+    assert jwt.get_unverified_header(token)["kid"] == "k2"
+    assert TokenVerifier(settings).verify(token).user_id == "dave"
+
+
+def _jwk(public_key, kid: str, alg: str) -> dict:
+    data = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(public_key))
+    return data | {"kid": kid, "alg": alg, "use": "sig"}
+
+
+def test_rs256_and_es256_tokens_verify_against_a_jwks_file(server_with, tmp_path):
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [_jwk(rsa_key.public_key(), "rsa1", "RS256"),
+                                         _jwk(ec_key.public_key(), "ec1", "ES256")]}))
+    base = server_with(jwt_jwks_file=path)
+    assert status(base, jwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "rsa1"})) == 200
+    assert status(base, jwt.encode(CLAIMS, ec_key, algorithm="ES256", headers={"kid": "ec1"})) == 200
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert status(base, jwt.encode(CLAIMS, stranger, algorithm="RS256", headers={"kid": "rsa1"})) == 401
+    # Algorithm confusion: an HS256 token naming the RSA key's kid must not pass.
+    hs_with_rsa_kid = jwt.encode(CLAIMS, "x" * 40, algorithm="HS256", headers={"kid": "rsa1"})
+    assert status(base, hs_with_rsa_kid) == 401
+
+
+def test_production_refuses_to_start_without_keys(runlane_env):
+    from webapp import create_app
+
+    with pytest.raises(ConfigurationError):
+        create_app({"env": "production", "secret_key": None})
+
+
+def test_admin_role_reads_any_run_only_when_enabled_and_is_logged(server_with, tokens, caplog):
+    from runlane.settings import load
+    from webapp.auth import TokenVerifier
+
+    alice = tokens.user("alice")
+    run = alice.submit("t", "echo", "private")["run_id"]
+    admin_token = TokenVerifier(load()).issue("ops", roles=("admin",))
+    plain = requests.get(f"{alice.base_url}/api/agents/v2/{run}/state", timeout=5,
+                         headers={"Authorization": f"Bearer {admin_token}"})
+    assert plain.status_code == 404  # off by default
+    base = server_with(admin_enabled=True)
+    with caplog.at_level(logging.WARNING, logger="webapp.runs"):
+        allowed = requests.get(f"{base}/api/agents/v2/{run}/state", timeout=5,
+                               headers={"Authorization": f"Bearer {admin_token}"})
+    assert allowed.status_code == 200 and allowed.json()["run_id"] == run
+    assert any("admin ops read run" in r.getMessage() for r in caplog.records)
+    bob = tokens.user("bob").on(base)
+    assert bob.get(f"/api/agents/v2/{run}/state").status_code == 404  # no role, no access
+
+
+def test_submissions_over_the_rate_limit_get_429(server_with, tokens):
+    alice = tokens.user("alice").on(server_with(submit_rate_per_minute=3))
+    answers = [alice.post(f"/api/agents/v2/thread/r{i}/runs", json={"agent": "echo"})
+               for i in range(7)]
+    limited = [r for r in answers if r.status_code == 429]
+    assert limited and all(0 < int(r.headers["Retry-After"]) <= 60 for r in limited)
+    assert limited[0].headers["Content-Type"].startswith("application/problem+json")
+    assert tokens.user("bob").on(alice.base_url).post(
+        "/api/agents/v2/thread/x/runs", json={"agent": "echo"}).status_code == 202
+
+
+def test_socket_connections_over_the_rate_limit_are_closed_4429(server_with, tokens):
+    base = server_with(socket_connects_per_minute=2)
+    alice = tokens.user("alice").on(base)
+    codes = []
+    for _ in range(5):
+        sock = EventSocket(websocket.create_connection(
+            base.replace("http://", "ws://") + "/api/agents/v2/ws",
+            header=[f"Authorization: Bearer {alice.token}"], timeout=10))
+        frame = sock.recv_json()
+        codes.append("ready" if frame else sock.close_code)
+        sock.close()
+    assert 4429 in codes and "ready" in codes
+
+
+def test_cors_is_off_by_default_and_follows_the_allow_list(server_with, live_server):
+    def preflight(base: str, origin: str) -> requests.Response:
+        return requests.options(f"{base}/api/agents/v2/agents", timeout=5, headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+
+    assert "Access-Control-Allow-Origin" not in preflight(live_server, "https://app.example").headers
+    base = server_with(cors_origins=["https://app.example"])
+    assert preflight(base, "https://app.example").headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Access-Control-Allow-Origin" not in preflight(base, "https://evil.example").headers
