@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class SocketRouter:
     """Delivers each published event to the sinks of the user whose channel carried it."""
 
-    def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.05) -> None:
+    def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.01) -> None:
         self._redis_url = redis_url
         self._prefix = prefix
         self._poll = poll_interval

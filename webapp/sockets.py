@@ -36,7 +36,8 @@ class CloseCode(enum.IntEnum):
     UNAVAILABLE = 4503  # the process could not subscribe to the event stream in time
 
 
-_CLOSED = {"type": "__closed__"}  # from the reader: the client went away, stop writing
+_INPUT = {"type": "__input__"}  # the client sent frames (or left): read ws.input_buffer
+MAX_PENDING_FRAMES = 64  # unanswered client frames before the socket is cut (1008)
 
 
 def _authenticate(ws: Any, st: WebState) -> Principal | None:
@@ -57,20 +58,27 @@ def _authenticate(ws: Any, st: WebState) -> Principal | None:
         return None
 
 
-def _read(ws: Any, sink: SocketSink, gone: threading.Event) -> None:
-    """Forward every client frame, in order, to the socket's writer; never writes itself."""
-    try:
-        while True:
-            text = ws.receive()
-            if text is not None and not sink.offer_control(text):
-                return
-    except ConnectionClosed:
-        pass
-    except Exception:  # noqa: BLE001 - a reader failure ends this socket only
-        log.exception("socket reader failed")
-    finally:
-        gone.set()
-        sink.offer_control(_CLOSED, wait=False)
+class _InputSignal:
+    """Replaces simple-websocket's input Event after authentication: its reader thread calls
+    set() for each frame it buffers (and when the connection ends), which wakes this socket's
+    single writer through the sink. No second reader per socket: it costs memory per socket."""
+
+    def __init__(self, sink: SocketSink) -> None:
+        self._sink = sink
+        self._flag = threading.Event()
+
+    def set(self) -> None:
+        self._flag.set()
+        self._sink.offer_control(_INPUT, wait=False)
+
+    def clear(self) -> None:
+        self._flag.clear()
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._flag.wait(timeout)
 
 
 def _cut(ws: Any, code: int, reason: str) -> None:
@@ -119,19 +127,27 @@ def events_socket(ws: Any) -> None:
         session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db)
         ws.send(frame({"type": "ready", "user_id": principal.user_id,
                         "cursor": session.max_cursor}))
-        gone = threading.Event()
-        threading.Thread(target=_read, args=(ws, sink, gone), daemon=True).start()
-        while not gone.is_set():
+        ws.event = _InputSignal(sink)
+        sink.offer_control(_INPUT, wait=False)  # frames that arrived before the swap
+        while ws.connected:
             if sink.overflowed:
                 _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
+                return
+            if len(ws.input_buffer) > MAX_PENDING_FRAMES:
+                _cut(ws, 1008, "too many frames")
                 return
             item = sink.next(timeout=1.0)
             if item is None:
                 continue
             kind, payload, text = item
-            if payload is _CLOSED:
-                return
-            frames = session.on_live(payload, text) if kind == "event" else session.on_command(payload)
+            if payload is _INPUT:
+                frames = []
+                while ws.input_buffer:
+                    frames += session.on_command(ws.input_buffer.pop(0))
+            elif kind == "event":
+                frames = session.on_live(payload, text)
+            else:
+                frames = session.on_command(payload)
             for out in frames:
                 ws.send(out)
     finally:

@@ -1,0 +1,201 @@
+"""Targeted delivery latency, publish -> owner's socket, for many connected users with events
+streaming, next to the raw floor (a bare Redis publish -> redis-py subscriber hop) measured
+in the same run with the same Redis.
+
+    python bench/delivery_latency.py [--users 1000] [--rate 500] [--seconds 20] [--max]
+
+Each user holds one socket to one Runlane web process (gunicorn + gevent). A publisher process
+publishes synthetic events (the real envelope, consecutive seq per run) on random users'
+channels at `rate` per second; clients check every event is theirs, none is lost or repeated.
+--max publishes as fast as it can to find delivered events/s at saturation.
+Writes bench/results/delivery_latency.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, Deployment, FrameReader, percentile, raise_fd_limit, read_ready, ws_connect  # noqa: E402,E501
+
+PREFIX = "runlane"
+
+
+def envelope(user: str, seq: int, sent: float) -> str:
+    return json.dumps({"type": "agent_thinking", "run_id": f"{user}-run", "thread_id": "t",
+                       "seq": seq, "cursor": seq, "ts": "2026-01-01T00:00:00Z",
+                       "data": {"t": sent, "user": user}}, separators=(",", ":"))
+
+
+def publisher_main(redis_url: str, users: int, rate: float, seconds: float, out: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    rng, seqs = random.Random(1), [0] * users
+    interval = 1.0 / rate if rate > 0 else 0.0
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        if interval and now < start + n * interval:
+            time.sleep(min(start + n * interval - now, 0.001))
+            continue
+        u = rng.randrange(users)
+        seqs[u] += 1
+        user = f"lat{u}"
+        client.publish(f"{PREFIX}:user:{user}", envelope(user, seqs[u], time.time()))
+        n += 1
+    Path(out).write_text(json.dumps({"published": n, "per_user": seqs,
+                                     "seconds": time.perf_counter() - start}))
+
+
+def client_main(port: int, first: int, count: int, token_secret: str, seconds: float, out: str) -> None:
+    raise_fd_limit()
+    from runlane.settings import load
+    from webapp.auth import issue_token
+
+    settings = load()
+    sel, readers = selectors.DefaultSelector(), {}
+    for u in range(first, first + count):
+        user = f"lat{u}"
+        s, pending = ws_connect(port, "/api/agents/v2/ws", issue_token(settings, token_secret, user))
+        reader = FrameReader(pending)
+        read_ready(s, reader)
+        s.setblocking(False)
+        readers[s] = (user, reader)
+        sel.register(s, selectors.EVENT_READ)
+    print("READY", flush=True)
+    latencies, received, foreign, last_seq, disorder = [], 0, 0, {}, 0
+    deadline = time.time() + seconds + 5
+    while time.time() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            user, reader = readers[key.fileobj]
+            try:
+                data = key.fileobj.recv(65536)
+            except BlockingIOError:
+                continue
+            now = time.time()
+            for opcode, payload in reader.feed(data):
+                if opcode != 1:
+                    continue
+                event = json.loads(payload)
+                if event.get("data", {}).get("user") != user:
+                    foreign += 1
+                    continue
+                received += 1
+                if event["seq"] != last_seq.get(user, 0) + 1:
+                    disorder += 1
+                last_seq[user] = event["seq"]
+                latencies.append((now - event["data"]["t"]) * 1000)
+    Path(out).write_text(json.dumps({"latencies": latencies, "received": received,
+                                     "foreign": foreign, "disorder": disorder,
+                                     "last_seq": last_seq}))
+
+
+def raw_floor(redis_url: str, rate: float, seconds: float) -> list[float]:
+    """Bare Redis: publish with a timestamp, a redis-py subscriber measures the hop."""
+    import threading
+
+    import redis
+
+    pub, sub = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url).pubsub()
+    sub.subscribe("floor")
+    sub.get_message(timeout=1)
+    lat: list[float] = []
+
+    def listen() -> None:
+        end = time.time() + seconds + 2
+        while time.time() < end:
+            msg = sub.get_message(timeout=0.5)
+            if msg and msg["type"] == "message":
+                lat.append((time.time() - float(msg["data"])) * 1000)
+
+    t = threading.Thread(target=listen)
+    t.start()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if time.perf_counter() >= start + n / rate:
+            pub.publish("floor", repr(time.time()))
+            n += 1
+        else:
+            time.sleep(0.0005)
+    t.join()
+    return lat
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--max", action="store_true", help="publish as fast as possible")
+    args = parser.parse_args()
+    rate = 0.0 if args.max else args.rate
+    dep = Deployment()
+    tmp = dep.workdir
+    try:
+        from common import SECRET
+
+        per = args.users // args.clients
+        clients = []
+        for c in range(args.clients):
+            count = per if c < args.clients - 1 else args.users - per * (args.clients - 1)
+            clients.append(subprocess.Popen(
+                [sys.executable, __file__, "--client", str(dep.port), str(c * per), str(count),
+                 SECRET, str(args.seconds), str(tmp / f"client{c}.json")],
+                stdout=subprocess.PIPE, text=True, cwd=ROOT))
+        for p in clients:
+            assert p.stdout.readline().startswith("READY")  # type: ignore[union-attr]
+        pub = subprocess.Popen([sys.executable, __file__, "--publisher", dep.redis.url,
+                                str(args.users), str(rate), str(args.seconds),
+                                str(tmp / "publisher.json")], cwd=ROOT)
+        pub.wait()
+        for p in clients:
+            p.wait(args.seconds + 60)
+        published = json.loads((tmp / "publisher.json").read_text())
+        latencies, received, foreign, disorder = [], 0, 0, 0
+        last: dict[str, int] = {}
+        for c in range(args.clients):
+            data = json.loads((tmp / f"client{c}.json").read_text())
+            latencies += data["latencies"]
+            received += data["received"]
+            foreign += data["foreign"]
+            disorder += data["disorder"]
+            last.update(data["last_seq"])
+        lost = sum(max(0, n - last.get(f"lat{u}", 0)) for u, n in enumerate(published["per_user"]))
+        floor = raw_floor(dep.redis.url, args.rate, min(args.seconds, 10))
+    finally:
+        dep.close()
+    result = {
+        "users": args.users, "target_rate": rate or "max", "seconds": args.seconds,
+        "published": published["published"],
+        "published_per_s": round(published["published"] / published["seconds"], 1),
+        "delivered": received, "delivered_per_s": round(received / args.seconds, 1),
+        "lost": lost, "foreign": foreign, "out_of_order": disorder,
+        "latency_ms": {q: round(percentile(latencies, q), 2) for q in (50, 95, 99, 100)},
+        "raw_floor_ms": {q: round(percentile(floor, q), 2) for q in (50, 95, 99, 100)},
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    name = "delivery_max.json" if args.max else "delivery_latency.json"
+    (out / name).write_text(json.dumps(result, indent=2))
+    for key, value in result.items():
+        print(f"{key:<20}{value}")
+    return 0 if lost == 0 and foreign == 0 else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5],
+                    float(sys.argv[6]), sys.argv[7])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--publisher":
+        publisher_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]),
+                       sys.argv[6])
+    else:
+        sys.exit(main())
