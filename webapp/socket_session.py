@@ -173,6 +173,8 @@ class SocketSession:
         if self._log.replay_gap(self.user_id, cursor):
             frames.append(frame({"type": "resync_required"}))
         frames += self._replay_user(cursor)
+        # Tells the client the backlog is done; live events follow.
+        frames.append(frame({"type": "resumed", "cursor": self.max_cursor}))
         return frames
 
     def _replay_user(self, after: int) -> list[str]:

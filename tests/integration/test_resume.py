@@ -105,8 +105,7 @@ def test_foreign_or_missing_targets_get_an_error_and_no_data(users):
         answer = sock.recv_json()
         assert answer["type"] == "error" and answer["code"] == "not_found"
     sock.send_json({"type": "resume", "cursor": 0})
-    sock.send_json({"type": "ping"})
-    assert sock.recv_json() == {"type": "pong"}  # the resume replayed nothing of Alice's
+    assert sock.recv_json()["type"] == "resumed"  # the resume replayed nothing of Alice's
     for bad in ({"type": "subscribe"}, {"type": "subscribe", "run_id": "x", "thread_id": "y"},
                 {"type": "subscribe", "run_id": "../etc"}, {"type": "resume", "cursor": -1},
                 {"type": "resume", "cursor": "1"}):
@@ -127,6 +126,7 @@ def test_replay_older_than_retention_says_resync_required(users, app):
     assert sock.recv_json() == {"type": "resync_required", "run_id": run["run_id"]}
     sock.send_json({"type": "resume", "cursor": 0})
     assert sock.recv_json() == {"type": "resync_required"}
+    assert sock.recv_json()["type"] == "resumed"
     sock.close()
 
 
