@@ -22,7 +22,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Deployment, FrameReader, percentile, raise_fd_limit, read_ready, ws_connect  # noqa: E402,E501
+from common import (  # noqa: E402,E501
+    ROOT,
+    Deployment,
+    FrameReader,
+    percentile,
+    raise_fd_limit,
+    read_ready,
+    ws_connect,
+)
 
 PREFIX = "runlane"
 

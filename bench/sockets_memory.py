@@ -16,7 +16,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Deployment, FrameReader, children, free_port, raise_fd_limit, read_ready, rss_kb, wait_http, ws_connect  # noqa: E402,E501
+from common import (  # noqa: E402,E501
+    ROOT,
+    Deployment,
+    FrameReader,
+    children,
+    free_port,
+    raise_fd_limit,
+    read_ready,
+    rss_kb,
+    wait_http,
+    ws_connect,
+)
 
 
 def client_main(port: int, path: str, start: int, count: int, runlane: bool) -> None:
