@@ -30,7 +30,7 @@ from common import (  # noqa: E402,E501
 )
 
 
-def client_main(port: int, path: str, start: int, count: int, runlane: bool) -> None:
+def client_main(port: int, path: str, start: int, count: int, runlane: bool, users: int) -> None:
     """A client process: open `count` sockets, say READY, hold them until stdin closes."""
     raise_fd_limit()
     held = []
@@ -40,7 +40,7 @@ def client_main(port: int, path: str, start: int, count: int, runlane: bool) -> 
             from runlane.settings import load
             from webapp.auth import issue_token
 
-            token = issue_token(load(), load().jwt_secret(), f"bench{n}")
+            token = issue_token(load(), load().jwt_secret(), f"bench{n % users if users else n}")
         s, pending = ws_connect(port, path, token)
         if runlane:
             assert read_ready(s, FrameReader(pending))["type"] == "ready"
@@ -49,13 +49,14 @@ def client_main(port: int, path: str, start: int, count: int, runlane: bool) -> 
     sys.stdin.read()
 
 
-def hold(port: int, path: str, total: int, clients: int, runlane: bool, start: int = 0) -> list[subprocess.Popen[str]]:
+def hold(port: int, path: str, total: int, clients: int, runlane: bool, start: int = 0,
+         users: int = 0) -> list[subprocess.Popen[str]]:
     procs, per = [], total // clients
     for c in range(clients):
         count = per if c < clients - 1 else total - per * (clients - 1)
         procs.append(subprocess.Popen(
             [sys.executable, __file__, "--client", str(port), path, str(start + c * per),
-             str(count), "1" if runlane else "0"],
+             str(count), "1" if runlane else "0", str(users)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     for p in procs:
         line = p.stdout.readline()  # type: ignore[union-attr]
@@ -70,12 +71,13 @@ def release(procs: list[subprocess.Popen[str]]) -> None:
         p.wait(60)
 
 
-def measure(pid: int, port: int, path: str, total: int, clients: int, runlane: bool) -> dict:
+def measure(pid: int, port: int, path: str, total: int, clients: int, runlane: bool,
+            users: int = 0) -> dict:
     warm = hold(port, path, 20, 1, runlane, start=10**6)  # imports and pools paid before the baseline
     time.sleep(1)
     before = rss_kb(pid)
     started = time.monotonic()
-    procs = hold(port, path, total, clients, runlane)
+    procs = hold(port, path, total, clients, runlane, users=users)
     opened = time.monotonic() - started
     time.sleep(2)
     after = rss_kb(pid)
@@ -89,6 +91,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--users", type=int, default=0,
+                        help="distinct users the sockets belong to (0: one user per socket)")
     args = parser.parse_args()
     raise_fd_limit()
 
@@ -97,7 +101,8 @@ def main() -> int:
         import redis
 
         runlane = measure(dep.worker_pid(), dep.port, "/api/agents/v2/ws", args.sockets,
-                          args.clients, runlane=True)
+                          args.clients, runlane=True, users=args.users)
+        runlane["users"] = args.users or args.sockets
         # Measured while the sockets were held? No: count subscriptions in a second pass.
         procs = hold(dep.port, "/api/agents/v2/ws", 200, 1, True, start=5 * 10**6)
         clients = redis.Redis.from_url(dep.redis.url).client_list()
@@ -125,7 +130,8 @@ def main() -> int:
     ratio = runlane["kb_per_socket"] / bare["kb_per_socket"] if bare["kb_per_socket"] else None
     result = {"runlane": runlane, "bare_flask_sock": bare,
               "ratio": round(ratio, 2) if ratio else None}
-    (log / "sockets_memory.json").write_text(json.dumps(result, indent=2))
+    name = f"sockets_memory_{args.users}users.json" if args.users else "sockets_memory.json"
+    (log / name).write_text(json.dumps(result, indent=2))
     print(f"{'':<24}{'Runlane':>12}{'bare flask-sock':>18}")
     for key in ("sockets", "kb_per_socket", "rss_before_kb", "rss_after_kb", "open_seconds"):
         print(f"{key:<24}{runlane[key]:>12}{bare[key]:>18}")
@@ -138,6 +144,6 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
-                    sys.argv[6] == "1")
+                    sys.argv[6] == "1", int(sys.argv[7]))
     else:
         sys.exit(main())

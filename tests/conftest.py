@@ -3,6 +3,7 @@ PostgreSQL when RUNLANE_TEST_DATABASE_URL says so), an in-process Celery worker 
 from that Redis, and the app served on a loopback port."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -97,6 +98,7 @@ def app(runlane_env: dict[str, str]):  # type: ignore[no-untyped-def]
 @contextmanager
 def serving(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Serve `app` on a real loopback port (werkzeug, threaded) for HTTP and websockets."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

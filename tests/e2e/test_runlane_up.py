@@ -48,6 +48,9 @@ def test_two_users_stream_their_own_runs_and_ctrl_c_leaves_no_process(deployment
 
     children = descendants(deployment.process.pid)
     assert len(children) >= 3  # redis-server, celery (and its pool), gunicorn (and its worker)
+    log = deployment.log.read_text()
+    assert "/api/agents/v2/thread/thread-0/runs" in log  # requests are logged ...
+    assert alice.token not in log and bob.token not in log  # ... tokens never
     assert deployment.stop(signal.SIGINT) == 0
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:

@@ -126,3 +126,31 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(server_with, live_ser
     base = server_with(cors_origins=["https://app.example"])
     assert preflight(base, "https://app.example").headers["Access-Control-Allow-Origin"] == "https://app.example"
     assert "Access-Control-Allow-Origin" not in preflight(base, "https://evil.example").headers
+
+
+def test_es256_tokens_verify_against_a_jwks_url(server_with):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = json.dumps({"keys": [_jwk(key.public_key(), "url1", "ES256")]}).encode()
+
+    class JWKS(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = server_with(jwt_jwks_url=f"http://127.0.0.1:{server.server_port}/jwks.json")
+        assert status(base, jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})) == 200
+        other = ec.generate_private_key(ec.SECP256R1())
+        assert status(base, jwt.encode(CLAIMS, other, algorithm="ES256", headers={"kid": "url1"})) == 401
+    finally:
+        server.shutdown()

@@ -89,6 +89,26 @@ def test_twenty_users_see_nothing_of_each_other_sqlite(users):
     scenario([users.user(f"u{i}") for i in range(20)])
 
 
+def test_a_foreign_run_answers_404_in_the_same_time_as_a_missing_one(users):
+    """No timing oracle for other users' ids: both are one owner-filtered indexed lookup."""
+    import statistics
+    import time
+
+    alice, bob = users.user("alice"), users.user("bob")
+    foreign = alice.submit("t", "echo", "x")["run_id"]
+
+    def median_ms(run_id: str) -> float:
+        samples = []
+        for _ in range(30):
+            start = time.perf_counter()
+            assert bob.get(f"/api/agents/v2/{run_id}/state").status_code == 404
+            samples.append((time.perf_counter() - start) * 1000)
+        return statistics.median(samples)
+
+    a, b = median_ms(foreign), median_ms(uuid.uuid4().hex)
+    assert max(a, b) / min(a, b) < 10, (a, b)  # same order of magnitude
+
+
 def test_isolation_holds_on_postgresql(tmp_path, tokens):
     databases = postgres_database()
     url = next(databases)
