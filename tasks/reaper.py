@@ -61,8 +61,10 @@ class Reaper:
     def _end(self, run: Run, to: RunStatus, event: EventType, reason: str,
              from_statuses: frozenset[RunStatus], now: datetime) -> bool:
         bridge = self._bridges.for_run(run.owner_id, run.id, run.thread_id, attempt=run.attempt)
+        # Only an executing run holds a lease; its lapse is re-checked in the same UPDATE.
+        lease_before = now if from_statuses == EXECUTING else None
         done = bridge.transition(to=to, from_statuses=from_statuses, event_type=event.value,
-                                 data={"reason": reason}, error=reason, lease_before=now)
+                                 data={"reason": reason}, error=reason, lease_before=lease_before)
         if done is not None:
             log.warning("run %s ended %s by the reaper: %s", run.id, to.value, reason)
             self._dispatcher.nudge(run.owner_id)

@@ -50,3 +50,12 @@ def test_docs_page_loads_only_local_assets(live_server):
         assert requests.get(live_server + source, timeout=5).status_code == 200
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert "<script>" not in page.text  # no inline script
+
+
+def test_both_prefixes_serve_every_route(app):
+    rules = {(r.rule, frozenset(r.methods - {"HEAD", "OPTIONS"})) for r in app.url_map.iter_rules()}
+    agents = {(rule.replace("/api/agents/", "/api/PREFIX/", 1), m) for rule, m in rules
+              if rule.startswith("/api/agents/")}
+    agent = {(rule.replace("/api/agent/", "/api/PREFIX/", 1), m) for rule, m in rules
+             if rule.startswith("/api/agent/")}
+    assert agents == agent and len(agents) >= 15  # 7 v1 + 8 v2 (socket included)
