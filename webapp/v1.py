@@ -97,10 +97,7 @@ def execute() -> Response:
 @limit_submissions
 def run_agent() -> Response:
     body = parse_body(V1RunAgent)
-    adapter = _adapter()
-    ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
-                          text=body.query, thread_id=body.id)
-    return _json(adapter.started(adapter.submit(ctx, "run_agent")))
+    return _start(body.query, body.id, "run_agent")
 
 
 @bp.post("/message")
@@ -111,10 +108,15 @@ def run_agent() -> Response:
 @limit_submissions
 def message() -> Response:
     body = parse_body(V1Message)
+    return _start(body.message, body.thread_id, "message")
+
+
+def _start(text: str, thread_id: str | None, route: str) -> Response:
+    """Start a run of the default agent for a fire-and-forget v1 route."""
     adapter = _adapter()
     ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
-                          text=body.message, thread_id=body.thread_id)
-    return _json(adapter.started(adapter.submit(ctx, "message")))
+                          text=text, thread_id=thread_id)
+    return _json(adapter.started(adapter.submit(ctx, route)))
 
 
 @bp.post("/stream")
