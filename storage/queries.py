@@ -84,13 +84,16 @@ def get_run(session: Session, owner_id: str, run_id: str) -> Run | None:
 def list_runs(
     session: Session,
     owner_id: str,
-    thread_id: str,
+    thread_id: str | None,
     *,
     limit: int,
     before: tuple[datetime, str] | None = None,
 ) -> list[Run]:
-    """Newest first; `before` is the (created_at, id) keyset of the last row already seen."""
-    stmt = select(Run).where(Run.owner_id == owner_id, Run.thread_id == thread_id)
+    """Newest first, of one thread or (None) of all the owner's threads; `before` is the
+    (created_at, id) keyset of the last row already seen."""
+    stmt = select(Run).where(Run.owner_id == owner_id)
+    if thread_id is not None:
+        stmt = stmt.where(Run.thread_id == thread_id)
     if before is not None:
         ts, rid = before
         stmt = stmt.where(or_(Run.created_at < ts, and_(Run.created_at == ts, Run.id < rid)))

@@ -60,7 +60,7 @@ def web_process(env: Mapping[str, str], log: Path) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or slow to answer while booting
                 time.sleep(0.1)
         yield url
     finally:

@@ -15,6 +15,7 @@ from agents.registry import AgentRegistry
 from events.types import EventType
 from factories.bridge import WebSocketBridgeFactory
 from factories.context import UserExecutionContext
+from runlane import logs, metrics
 from runlane.errors import (
     Conflict,
     InvalidInput,
@@ -101,6 +102,7 @@ class RunService:
             TooManyRequests: the user has too many runs waiting.
             Conflict: `reject` strategy and the thread has an active run.
         """
+        logs.bind(run_id=ctx.run_id)  # for the rest of the request (reset at its teardown)
         self.validate_input(ctx.agent, ctx.input)
         if idempotency_key is not None:
             existing = self._existing(ctx.user_id, idempotency_key)
@@ -125,6 +127,7 @@ class RunService:
                     queue=self._dispatcher.queue_for(ctx.agent), idempotency_key=idempotency_key,
                 )
                 resource = to_resource(run)
+            metrics.run_status(RunStatus.QUEUED.value, ctx.agent)
         except IntegrityError:  # the same key, submitted concurrently
             existing = self._existing(ctx.user_id, idempotency_key) if idempotency_key else None
             if existing is None:
@@ -160,7 +163,7 @@ class RunService:
                     if missing_ok:
                         return
                     raise NotFound(f"no run {run_id}")
-                status, thread_id = RunStatus(run.status), run.thread_id
+                status, thread_id, agent = RunStatus(run.status), run.thread_id, run.agent
                 if status is RunStatus.CANCELLED or (status.terminal and missing_ok):
                     return  # cancelling twice is harmless
                 if status.terminal:
@@ -174,7 +177,7 @@ class RunService:
                 return
             if status in WAITING:
                 reason = "cancelled before it started"
-                event = self._bridges.for_run(owner_id, run_id, thread_id).transition(
+                event = self._bridges.for_run(owner_id, run_id, thread_id, agent=agent).transition(
                     to=RunStatus.CANCELLED, from_statuses=WAITING,
                     event_type=EventType.AGENT_CANCELLED.value, data={"reason": reason},
                     error=reason,
@@ -200,11 +203,13 @@ class RunService:
             return to_resource(run)
 
     def list(
-        self, owner_id: str, thread_id: str, *, limit: int, cursor: str | None
+        self, owner_id: str, thread_id: str | None, *, limit: int, cursor: str | None
     ) -> RunPage:
+        """A page of one thread's runs (404 for a thread the owner does not have), or of all
+        the owner's runs when `thread_id` is None."""
         before = decode_cursor(cursor) if cursor else None
         with self._db.session() as session:
-            if not queries.thread_exists(session, owner_id, thread_id):
+            if thread_id is not None and not queries.thread_exists(session, owner_id, thread_id):
                 raise NotFound(f"no thread {thread_id}")
             rows = queries.list_runs(session, owner_id, thread_id, limit=limit + 1, before=before)
             page, more = rows[:limit], len(rows) > limit

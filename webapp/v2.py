@@ -79,23 +79,35 @@ def run_state(run_id: str) -> Response:
     return _json(state().runs.get(principal.user_id, run_id))
 
 
-@bp.get("/thread/<thread_id>/runs")
-@documented(
-    summary="Your runs of a thread, newest first", tags=("v2",), responses={200: RunPage},
-    params=(
-        Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
-        Param("cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"),
-    ),
+_PAGE_PARAMS = (
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+    Param("cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"),
 )
-@require_principal
-def thread_runs(thread_id: str) -> Response:
-    thread_id = checked_id(thread_id, "thread_id")
+
+
+def _runs_page(thread_id: str | None) -> Response:
     st = state()
     limit = query_int("limit", 20, low=1, high=st.settings.runs_page_max)
     page = st.runs.list(
         current_principal().user_id, thread_id, limit=limit, cursor=request.args.get("cursor")
     )
     return _json(page)
+
+
+@bp.get("/thread/<thread_id>/runs")
+@documented(summary="Your runs of a thread, newest first", tags=("v2",),
+            responses={200: RunPage}, params=_PAGE_PARAMS)
+@require_principal
+def thread_runs(thread_id: str) -> Response:
+    return _runs_page(checked_id(thread_id, "thread_id"))
+
+
+@bp.get("/runs")
+@documented(summary="Your runs of every thread, newest first", tags=("v2",),
+            responses={200: RunPage}, params=_PAGE_PARAMS)
+@require_principal
+def all_runs() -> Response:
+    return _runs_page(None)
 
 
 @bp.get("/agents")

@@ -67,6 +67,22 @@ def test_thread_runs_are_newest_first_and_paginated_by_cursor(tokens):
     assert seen == list(reversed(ids))
 
 
+def test_all_runs_lists_every_thread_of_the_caller_and_nothing_of_anyone_else(tokens):
+    alice, bob = tokens.user("alice"), tokens.user("bob")
+    ids = [alice.submit(thread, "echo", i)["run_id"] for i, thread in enumerate(["a", "b", "a"])]
+    bob.submit("a", "echo", "bob's")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = alice.get("/api/agents/v2/runs", params=params).json()
+        seen += [(r["run_id"], r["thread_id"]) for r in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(list(zip(ids, ["a", "b", "a"]))))
+    assert tokens.user("carol").get("/api/agents/v2/runs").json()["items"] == []
+
+
 def test_agents_lists_echo_and_demo_with_input_schemas(tokens):
     agents = {a["name"]: a for a in tokens.user().get("/api/agents/v2/agents").json()["items"]}
     assert {"echo", "demo"} <= set(agents)
