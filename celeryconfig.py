@@ -10,6 +10,8 @@ Reliability choices, and why:
   long; it must be longer than any run's hard time limit or a slow run would be redelivered
   while still running.
 - json only: the message carries one signed string, never a pickled object.
+- worker_send_task_events + task_send_sent_event: Flower (`celery -A tasks flower`) sees every
+  task from the moment it is sent; with nobody listening the events cost one publish each.
 - beat_schedule: the event-log purge runs hourly; `runlane up` embeds beat in its worker
   (`-B`), a fleet runs exactly one `celery -A tasks beat`.
 """
@@ -31,7 +33,7 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_default_queue = "runlane"
 worker_send_task_events = True
-task_send_sent_event = False
+task_send_sent_event = True
 beat_schedule = {
     "purge-events": {"task": "runlane.purge_events", "schedule": 3600.0},
 }

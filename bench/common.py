@@ -170,3 +170,96 @@ def read_ready(s: socket.socket, reader: FrameReader) -> dict:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+# -- issue 9: workers, signals and tables shared by e2e/throughput/load -------------------
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (and SIGHUP) into SystemExit, so a script's `finally` blocks stop every
+    process it started, as they already do on Ctrl-C."""
+    import signal
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+
+
+def start_worker(
+    env: dict[str, str], log_path: Path, *, app: str = "tasks", queue: str = "runlane",
+    pool: str = "prefork", concurrency: int = 1, name: str = "bench", timeout: float = 60,
+) -> subprocess.Popen[bytes]:
+    """`celery -A <app> worker` in its own process group (so `stop_group` also ends its pool
+    children); returns once it logged `ready.`. `app` may be `bare_celery` (bench/ is put on
+    PYTHONPATH next to the repository root)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool,
+             "-c", str(concurrency), "-Q", queue, "--loglevel", "INFO",
+             "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while "ready." not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_group(process)
+            raise RuntimeError(f"worker {app} did not start:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return process
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM a process group started by this script (a worker and its pool), then SIGKILL."""
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+    else:  # the leader is gone; its pool children may not be
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def load_average() -> str:
+    """`uptime`'s three load averages, recorded next to every figure (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine() -> dict[str, object]:
+    """What the figures came from."""
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def print_table(headers: list[str], rows: list[list[object]]) -> None:
+    """A plain fixed-width table on stdout."""
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_result(name: str, result: dict[str, object]) -> Path:
+    """bench/results/<name>.json"""
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path

@@ -5,6 +5,7 @@ from typing import Any, Protocol
 
 from events.eventlog import EventLog
 from events.types import Event
+from runlane import metrics
 from storage.models import RunStatus
 
 
@@ -18,12 +19,14 @@ class EventBridge:
     def __init__(
         self, *, user_id: str, run_id: str, thread_id: str, channel: str,
         log: EventLog, publisher: Publisher, attempt: int | None = None,
+        agent: str | None = None,
     ) -> None:
         self.user_id = user_id
         self.run_id = run_id
         self.thread_id = thread_id
         self.channel = channel
         self.attempt = attempt
+        self.agent = agent  # a metrics label only
         self._log = log
         self._publisher = publisher
 
@@ -36,7 +39,7 @@ class EventBridge:
         # Logged before published, so a client that misses the publish can replay it.
         event = self._log.append(self.user_id, self.run_id, self.thread_id, type, data,
                                  attempt=self.attempt)
-        self._publisher.publish(self.channel, event.encode())
+        metrics.published(type, self._publisher.publish(self.channel, event.encode()))
         return event
 
     def transition(
@@ -49,6 +52,7 @@ class EventBridge:
             attempt=self.attempt, event_type=event_type, data=data, **values,
         )
         if event is not None:
-            self._publisher.publish(self.channel, event.encode())
+            metrics.published(event_type, self._publisher.publish(self.channel, event.encode()))
+            metrics.run_status(to.value, self.agent)  # the one place every run's end passes
         return event
 

@@ -15,6 +15,7 @@ import redis
 
 from events.channels import user_channel, user_of_channel
 from events.sink import SocketSink
+from runlane import metrics
 
 __all__ = ["SocketRouter", "SocketSink", "RESYNC"]
 
@@ -178,5 +179,5 @@ class SocketRouter:
             return
         with self._lock:
             sinks = list(self._sinks.get(user_id, ()))
-        for sink in sinks:
-            sink.offer(parsed, text)
+        accepted = sum(sink.offer(parsed, text) for sink in sinks)
+        metrics.delivered(parsed, accepted, len(sinks) - accepted)

@@ -1,11 +1,13 @@
-"""The `runlane` command: run the whole system (`up`) or one part of it, and issue tokens."""
+"""The `runlane` command: run the whole system (`up`) or one part of it, issue tokens, and
+talk to a running server (`submit`, `runs`, `state`, `events`, `cancel`, `agents`)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +48,13 @@ def _wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def _fresh_dir(path: Path) -> str:
+    """An empty folder: samples of a previous `runlane up` must not be counted again."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from runlane.embedded import EmbeddedRedis  # noqa: PLC0415 - only `up` embeds Redis
     from runlane.supervisor import Supervisor  # noqa: PLC0415
@@ -56,6 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     instance.mkdir(parents=True, exist_ok=True)
     settings.jwt_secret()  # creates the development secret before any child reads it
     env = dict(os.environ, RUNLANE_INSTANCE_PATH=str(instance))
+    env["PROMETHEUS_MULTIPROC_DIR"] = _fresh_dir(instance / "metrics")  # web /metrics sees all
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(instance / "redis")
@@ -93,8 +103,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return status
 
 
+def _shared_metrics_dir(role: str) -> None:
+    """Several processes (gunicorn workers, prefork children) must pool their samples for
+    one scrape to see them all; an operator's PROMETHEUS_MULTIPROC_DIR is kept."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"runlane-{role}-")
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     load().require_redis_url()
+    if int(os.environ.get("RUNLANE_WEB_WORKERS", "1")) > 1:
+        _shared_metrics_dir("web")
     os.execv(sys.executable, _web_argv(args.host, args.port))
 
 
@@ -102,6 +121,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = load()
     settings.require_redis_url()
     queues = args.queues.split(",") if args.queues else settings.queues()
+    if settings.worker_metrics_port:  # the exporter must see the prefork children too
+        _shared_metrics_dir("worker")
     os.execv(sys.executable, _worker_argv(args.concurrency, queues))
 
 
@@ -151,11 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.set_defaults(func=cmd_migrate)
+
+    from runlane.cli_client import add_commands  # noqa: PLC0415 - no server code imported
+
+    add_commands(sub)  # submit, runs, state, events, cancel, agents: talk to a server
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from runlane import logs  # noqa: PLC0415
+
+    logs.configure(load())
     args = build_parser().parse_args(argv)
     from runlane.errors import RunlaneError  # noqa: PLC0415
 

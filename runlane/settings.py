@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     v1_default_agent: str = "demo"
     v1_deprecated_at: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
     v1_sunset: datetime = datetime(2027, 6, 30, tzinfo=timezone.utc)
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON in production, else text
+    log_level: str = "INFO"
+    worker_metrics_port: int | None = None  # a worker's own /metrics (fleet hosts); off by default
 
     def queues(self) -> list[str]:
         """Every queue a worker of this deployment should consume."""

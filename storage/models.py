@@ -85,6 +85,7 @@ class Run(Base):
         ForeignKeyConstraint(["owner_id", "thread_id"], ["threads.owner_id", "threads.id"]),
         Index("ix_runs_owner_thread_created", "owner_id", "thread_id", "created_at", "id"),
         Index("ix_runs_owner_status", "owner_id", "status"),
+        Index("ix_runs_owner_thread_status", "owner_id", "thread_id", "status"),
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_runs_owner_idempotency"),
     )
@@ -108,6 +109,8 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A claim found it blocked (user at its limit, thread busy): a freed slot re-sends it.
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

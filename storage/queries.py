@@ -9,7 +9,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, delete, func, or_, select, update
+from sqlalchemy import Insert, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -107,12 +107,17 @@ class Claim(enum.Enum):
     STALE = "stale"  # not waiting any more, or a newer dispatch exists: drop the message
 
 
+def _upsert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert
+
+
 def _lock_user(session: Session, owner_id: str) -> None:
-    """Serialise one user's claims (PostgreSQL row lock; SQLite serialises writers anyway)."""
-    _insert_ignoring_conflict(session, UserStream, {"owner_id": owner_id, "last_cursor": 0})
-    session.execute(
-        select(UserStream.owner_id).where(UserStream.owner_id == owner_id).with_for_update()
-    )
+    """Serialise one user's claims: one upsert that takes the user's row lock (PostgreSQL) or
+    the write lock (SQLite) until the transaction ends, creating the row on first use."""
+    stmt = _upsert(session)(UserStream).values(owner_id=owner_id, last_cursor=0)
+    session.execute(stmt.on_conflict_do_update(index_elements=[UserStream.owner_id],
+                                               set_={"last_cursor": UserStream.last_cursor}))
 
 
 def claim_run(
@@ -124,28 +129,31 @@ def claim_run(
     Returns the outcome and the new attempt number. A duplicate or outdated message is STALE.
     """
     _lock_user(session, owner_id)
-    run = get_run(session, owner_id, run_id)
+    run = session.execute(
+        select(Run.status, Run.dispatch, Run.attempt, Run.thread_id, Run.created_at)
+        .where(Run.owner_id == owner_id, Run.id == run_id)
+    ).one_or_none()
     if run is None or run.status not in _values(WAITING):
         return Claim.STALE, 0
     if dispatch is not None and run.dispatch != dispatch:
         return Claim.STALE, 0
-    running = session.execute(
-        select(func.count()).where(Run.owner_id == owner_id, Run.status.in_(_values(EXECUTING)))
-    ).scalar_one()
-    if running >= max_running:
-        return Claim.BLOCKED, 0
-    ahead = session.execute(
-        select(func.count()).where(
-            Run.owner_id == owner_id, Run.thread_id == run.thread_id, Run.id != run.id,
-            or_(
-                Run.status.in_(_values(EXECUTING)),
-                and_(Run.status.in_(_values(WAITING)),
-                     or_(Run.created_at < run.created_at,
-                         and_(Run.created_at == run.created_at, Run.id < run.id))),
-            ),
-        )
-    ).scalar_one()
-    if ahead:
+    # Both counts in one statement; each is an index range (owner+status, owner+thread+status).
+    running = select(func.count()).where(
+        Run.owner_id == owner_id, Run.status.in_(_values(EXECUTING))).scalar_subquery()
+    ahead = select(func.count()).where(
+        Run.owner_id == owner_id, Run.thread_id == run.thread_id, Run.id != run_id,
+        Run.status.in_(_values(ACTIVE)),
+        or_(  # executing, or waiting since before this run
+            Run.status.in_(_values(EXECUTING)),
+            Run.created_at < run.created_at,
+            and_(Run.created_at == run.created_at, Run.id < run_id),
+        ),
+    ).scalar_subquery()
+    n_running, n_ahead = session.execute(select(running, ahead)).one()
+    if n_running >= max_running or n_ahead:
+        # Marked so that a finishing run re-sends this one (and only such runs) at once.
+        session.execute(update(Run).where(Run.owner_id == owner_id, Run.id == run_id)
+                        .values(blocked_at=utcnow()))
         return Claim.BLOCKED, 0
     now = utcnow()
     attempt = run.attempt + 1
@@ -155,7 +163,7 @@ def claim_run(
                Run.attempt == run.attempt)
         .values(status=RunStatus.RUNNING.value, attempt=attempt, started_at=now,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
-                deadline_at=now + timedelta(seconds=hard_limit))
+                deadline_at=now + timedelta(seconds=hard_limit), blocked_at=None)
     ))
     return (Claim.CLAIMED, attempt) if claimed == 1 else (Claim.STALE, 0)
 
@@ -224,7 +232,7 @@ def bump_dispatch(session: Session, owner_id: str, run_id: str) -> int | None:
     return session.execute(
         update(Run)
         .where(Run.owner_id == owner_id, Run.id == run_id, Run.status.in_(_values(WAITING)))
-        .values(dispatch=Run.dispatch + 1, dispatched_at=utcnow())
+        .values(dispatch=Run.dispatch + 1, dispatched_at=utcnow(), blocked_at=None)
         .returning(Run.dispatch)
     ).scalar_one_or_none()
 
@@ -245,9 +253,11 @@ def active_in_thread(session: Session, owner_id: str, thread_id: str) -> list[Ru
     return list(session.execute(stmt.order_by(Run.created_at)).scalars())
 
 
-def next_waiting(session: Session, owner_id: str, limit: int) -> list[Run]:
-    """The owner's oldest waiting runs: the ones to nudge when a slot frees up."""
-    stmt = (select(Run).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)))
+def next_blocked(session: Session, owner_id: str, limit: int) -> list[str]:
+    """Ids of the owner's oldest waiting runs that a claim found blocked: the ones to re-send
+    when a slot frees up. Waiting runs never blocked still have their message queued."""
+    stmt = (select(Run.id).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)),
+                                 Run.blocked_at.is_not(None))
             .order_by(Run.created_at, Run.id).limit(limit))
     return list(session.execute(stmt).scalars())
 
@@ -298,20 +308,17 @@ def append_event(
     ).scalar_one_or_none()
     if seq is None:
         raise Superseded(run_id)
-    _insert_ignoring_conflict(session, UserStream, {"owner_id": owner_id, "last_cursor": 0})
+    stmt = _upsert(session)(UserStream).values(owner_id=owner_id, last_cursor=1)
     cursor = session.execute(
-        update(UserStream)
-        .where(UserStream.owner_id == owner_id)
-        .values(last_cursor=UserStream.last_cursor + 1)
+        stmt.on_conflict_do_update(index_elements=[UserStream.owner_id],
+                                   set_={"last_cursor": UserStream.last_cursor + 1})
         .returning(UserStream.last_cursor)
     ).scalar_one()
-    record = EventRecord(
-        owner_id=owner_id, run_id=run_id, thread_id=thread_id, seq=seq, cursor=cursor,
-        type=type, data=data, ts=utcnow(),
-    )
-    session.add(record)
-    session.flush()
-    return record
+    values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
+              "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
+    # A Core insert (no unit of work to flush); the record handed back is not session-bound.
+    session.execute(insert(EventRecord.__table__).values(**values))
+    return EventRecord(**values)
 
 
 def events_after(

@@ -65,8 +65,10 @@ class Dispatcher:
         return True
 
     def nudge(self, owner_id: str, limit: int = 4) -> None:
-        """Re-send the owner's oldest waiting runs now that a slot may be free."""
+        """Re-send the owner's oldest blocked runs now that a slot may be free. Only blocked
+        ones: re-sending a run whose message is still queued would only make that message
+        stale, one more message for a worker to drop per run."""
         with self._db.session() as session:
-            waiting = [r.id for r in queries.next_waiting(session, owner_id, limit)]
+            waiting = queries.next_blocked(session, owner_id, limit)
         for run_id in waiting:
             self.redispatch(owner_id, run_id)

@@ -2,6 +2,7 @@
 watchdog thread that renews the lease and enforces the cancel grace and the hard limit."""
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -67,8 +68,9 @@ class RunControl:
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        thread = threading.Thread(target=self._watch, name=f"watchdog-{self.ctx.run_id}",
-                                  daemon=True)
+        # Run in a copy of this context, so the watchdog's log lines carry the run's ids.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,),
+                                  name=f"watchdog-{self.ctx.run_id}", daemon=True)
         thread.start()
         try:
             yield

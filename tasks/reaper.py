@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from events.types import EventType
 from factories.bridge import WebSocketBridgeFactory
+from runlane import metrics
 from runlane.settings import Settings
 from storage import queries
 from storage.db import Database
@@ -60,7 +61,8 @@ class Reaper:
 
     def _end(self, run: Run, to: RunStatus, event: EventType, reason: str,
              from_statuses: frozenset[RunStatus], now: datetime) -> bool:
-        bridge = self._bridges.for_run(run.owner_id, run.id, run.thread_id, attempt=run.attempt)
+        bridge = self._bridges.for_run(run.owner_id, run.id, run.thread_id, attempt=run.attempt,
+                                       agent=run.agent)
         # Only an executing run holds a lease; its lapse is re-checked in the same UPDATE.
         lease_before = now if from_statuses == EXECUTING else None
         done = bridge.transition(to=to, from_statuses=from_statuses, event_type=event.value,
@@ -85,6 +87,7 @@ class Reaper:
                                        from_statuses=EXECUTING, attempt=run.attempt,
                                        lease_before=now, lease_expires_at=None)
         if moved:
+            metrics.run_status(RunStatus.RETRYING.value, run.agent)
             log.warning("run %s lost its worker (attempt %d); re-dispatching", run.id, run.attempt)
             self._dispatcher.redispatch(run.owner_id, run.id)
         return moved

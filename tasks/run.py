@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import shared_task
 
-from factories.context import claimed_run_id, verify_context
+from factories.context import UserExecutionContext, claimed_run_id, verify_context
+from runlane import logs, metrics
 from runlane.errors import ContextTampered, MalformedContext, UnprocessableInput
 from storage import queries
 from storage.queries import Claim
@@ -28,7 +31,14 @@ def execute_run(self: Any, signed_context: str, dispatch: int | None = None) -> 
         if run_id is not None:
             runtime.refuse(run_id, "refused a task message that failed verification")
         return "refused"
+    # Every line logged about this run, here and below, carries its ids (never its input).
+    with logs.bound(run_id=ctx.run_id, user_id=ctx.user_id, request_id=ctx.request_id):
+        return _execute(self, runtime, ctx, dispatch)
 
+
+def _execute(
+    self: Any, runtime: worker.WorkerRuntime, ctx: UserExecutionContext, dispatch: int | None
+) -> str:
     settings = runtime.settings
     with runtime.db.session() as session:
         claim, attempt = queries.claim_run(
@@ -44,9 +54,17 @@ def execute_run(self: Any, signed_context: str, dispatch: int | None = None) -> 
         # Step aside so other users' runs use this worker; a finishing run nudges us sooner.
         raise self.retry(countdown=min(0.25 * 2 ** self.request.retries, 5.0))
 
-    bridge = runtime.bridges.create(ctx, attempt)
+    metrics.run_status("running", ctx.agent)
+    if attempt == 1:
+        metrics.QUEUE_WAIT.labels(agent=ctx.agent).observe(
+            max(0.0, (datetime.now(timezone.utc) - ctx.created_at).total_seconds()))
+    log.info("run started: agent %s, attempt %d", ctx.agent, attempt)
+    started = time.monotonic()
+    with metrics.timed(metrics.FACTORY_BUILD, factory="bridge"):
+        bridge = runtime.bridges.create(ctx, attempt)
     try:
-        agent = runtime.agents.create(ctx)
+        with metrics.timed(metrics.FACTORY_BUILD, factory="agent"):
+            agent = runtime.agents.create(ctx)
     except UnprocessableInput:  # validated by the web, but this worker lacks the agent
         agent = None  # the engine ends such a run as failed
     control = RunControl(
@@ -54,8 +72,13 @@ def execute_run(self: Any, signed_context: str, dispatch: int | None = None) -> 
         heartbeat_interval=settings.heartbeat_interval, cancel_grace=settings.cancel_grace,
         can_terminate=runtime.can_terminate,
     )
-    engine = runtime.engines.create(ctx, agent, bridge, control)
+    with metrics.timed(metrics.FACTORY_BUILD, factory="engine"):
+        engine = runtime.engines.create(ctx, agent, bridge, control)
     with control.watching():
         outcome = engine.run()
+    status = outcome.status.value if outcome.status else "superseded"
+    elapsed = time.monotonic() - started
+    metrics.RUN_DURATION.labels(agent=ctx.agent, status=status).observe(elapsed)
+    log.info("run ended %s after %.3fs", status, elapsed)
     runtime.dispatcher.nudge(ctx.user_id)
-    return outcome.status.value if outcome.status else "superseded"
+    return status

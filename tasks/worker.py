@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from factories import (
     ExecutionEngineFactory,
     WebSocketBridgeFactory,
 )
+from runlane import logs, metrics
 from runlane.settings import Settings, load
 from storage import queries
 from storage.db import Database
@@ -75,7 +77,7 @@ class WorkerRuntime:
             run = queries.get_run_any_owner(session, run_id)
         if run is None:
             return
-        self.bridges.for_run(run.owner_id, run.id, run.thread_id).transition(
+        self.bridges.for_run(run.owner_id, run.id, run.thread_id, agent=run.agent).transition(
             to=RunStatus.FAILED, from_statuses=ACTIVE, event_type=EventType.AGENT_FAILED.value,
             data={"error": reason}, error=reason)
 
@@ -120,7 +122,10 @@ def _on_worker_init(**_: Any) -> None:
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
     # The main process reaps (prefork children do not inherit its threads).
-    current().start_reaper()
+    runtime = current()
+    runtime.start_reaper()
+    if runtime.settings.worker_metrics_port:  # a fleet host's own scrape target
+        metrics.start_exporter(runtime.settings.worker_metrics_port)
 
 
 @signals.worker_process_init.connect
@@ -130,6 +135,20 @@ def _on_worker_process_init(**_: Any) -> None:
         _Holder.runtime.db.dispose(close=False)
     # Only a prefork child may end itself to stop an agent; the solo pool runs in the main one.
     install(can_terminate=multiprocessing.parent_process() is not None)
+
+
+@signals.worker_process_shutdown.connect
+def _on_worker_process_shutdown(**_: Any) -> None:
+    metrics.mark_process_dead(os.getpid())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _on_setup_logger(logger: logging.Logger, **_: Any) -> None:
+    # Celery's handlers keep their streams; they take Runlane's format and the run's ids.
+    settings = load()
+    for handler in logger.handlers:
+        logs.adopt(handler, settings)
 
 
 @signals.worker_shutdown.connect

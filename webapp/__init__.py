@@ -16,7 +16,7 @@ PREFIXES = ("/api/agents", "/api/agent")
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Settings from the environment, then `overrides` (Settings field names)."""
-    from webapp import health, migration, openapi, sockets, v1, v2  # noqa: PLC0415 - blueprints import the extensions
+    from webapp import dashboard, health, logcontext, metrics, migration, openapi, sockets, v1, v2  # noqa: PLC0415 - blueprints import the extensions
 
     settings = load(overrides)
     app = Flask(
@@ -34,8 +34,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     atexit.register(web_state.close)
     problems.init_app(app)
     sock.init_app(app)
+    logcontext.init_app(app)
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(dashboard.bp)
     for prefix in PREFIXES:
         suffix = prefix.rsplit("/", 1)[-1]
         app.register_blueprint(v2.bp, url_prefix=f"{prefix}/v2", name=f"v2_{suffix}")

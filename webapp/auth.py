@@ -12,6 +12,7 @@ import jwt
 from flask import g, request
 
 from factories.context import USER_PATTERN
+from runlane import logs
 from runlane.errors import ConfigurationError, Unauthenticated
 from runlane.settings import Settings
 
@@ -127,6 +128,7 @@ def require_principal(view: F) -> F:
         if token is None:
             raise Unauthenticated("missing bearer token")
         g.principal = state().tokens.verify(token)
+        logs.bind(user_id=g.principal.user_id)  # reset with the request's log context
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, request
 
+from runlane import metrics
 from runlane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def calls_key(settings: Settings) -> str:
 
 def count_call(client: redis.Redis, settings: Settings, rule: str) -> None:
     """Count one v1 call in Redis, shared by every web process; never fails the request."""
+    metrics.V1_CALLS.labels(route=rule).inc()  # `rule` is a route pattern: bounded
     try:
         client.hincrby(calls_key(settings), rule, 1)
     except redis.RedisError as exc:

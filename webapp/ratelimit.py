@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from runlane import metrics
 from runlane.errors import TooManyRequests
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ def over_limit(client: redis.Redis, prefix: str, kind: str, user_id: str, limit:
     except redis.RedisError as exc:
         log.warning("rate limit not counted (%s)", exc)
         return None
-    return WINDOW - now % WINDOW if count > limit else None
+    if count <= limit:
+        return None
+    metrics.RATE_LIMITED.labels(kind=kind).inc()
+    return WINDOW - now % WINDOW
 
 
 def limit_submissions(view: F) -> F:

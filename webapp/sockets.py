@@ -16,6 +16,7 @@ from flask import Blueprint, request
 from simple_websocket import ConnectionClosed
 
 from events.sink import SocketSink
+from runlane import logs
 from runlane.errors import Unauthenticated
 from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token
@@ -108,6 +109,7 @@ def events_socket(ws: Any) -> None:
     if principal is None:
         ws.close(CloseCode.UNAUTHENTICATED, "authentication required")
         return
+    logs.bind(user_id=principal.user_id)  # reset with the request's log context
     if over_limit(st.redis, st.settings.channel_prefix, "socket", principal.user_id,
                   st.settings.socket_connects_per_minute) is not None:
         ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections; back off")

@@ -1,0 +1,58 @@
+"""The raw floor for the worker-side benchmarks: a bare Celery app configured exactly like
+Runlane's (it loads the same `celeryconfig`: json, acks_late, reject on worker lost,
+prefetch 1, no result backend, task events), on the same Redis, but on its own queue and with
+tasks that do nothing of Runlane's.
+
+    celery -A bare_celery worker -P prefork -c 1 -Q bare      (run from bench/, ROOT on PYTHONPATH)
+
+`ping` is the round-trip floor: the worker publishes the payload on a Redis channel, which a
+subscriber in the benchmark receives (one Redis publish, like Runlane's terminal event).
+`noop` is the throughput floor: it records a timestamp only for the first and last of a batch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from celery import Celery, signals
+
+import celeryconfig
+
+QUEUE = "bare"
+
+app = Celery("bare")
+app.config_from_object(celeryconfig)
+app.conf.update(task_default_queue=QUEUE, beat_schedule={})
+
+
+class _Conn:
+    """This process's Redis client, built after the fork (never shared with the parent)."""
+
+    client: redis.Redis | None = None
+
+
+@signals.worker_process_init.connect
+def _connect(**_: Any) -> None:
+    _Conn.client = redis.Redis.from_url(app.conf.broker_url)
+
+
+def _redis() -> redis.Redis:
+    if _Conn.client is None:  # the solo pool has no worker_process_init
+        _Conn.client = redis.Redis.from_url(app.conf.broker_url)
+    return _Conn.client
+
+
+@app.task(name="bare.ping", ignore_result=True)
+def ping(channel: str, payload: str) -> None:
+    """Publish `payload` on `channel`: the bare round trip a Runlane event rides on."""
+    _redis().publish(channel, payload)
+
+
+@app.task(name="bare.noop", ignore_result=True)
+def noop(index: int, total: int, key: str) -> None:
+    """Nothing, except stamping the start of the first and the end of the last of a batch."""
+    if index == 0:
+        _redis().hset(key, "first", repr(time.time()))
+    if index == total - 1:
+        _redis().hset(key, "last", repr(time.time()))

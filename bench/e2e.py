@@ -1,0 +1,315 @@
+"""End-to-end latency of one `echo` run, next to the raw floor measured in the same run.
+
+    python bench/e2e.py [--runs 1000] [--blocks 10] [--thread-per-run]
+
+Runlane: `POST /api/agents/v2/thread/<t>/runs` -> `agent_started`, and -> `agent_completed`,
+as they arrive on the owner's websocket (one `runlane web` under gunicorn + gevent, one
+worker process `celery -A tasks worker -P prefork -c 1`, embedded Redis, SQLite).
+
+Raw floor, same Redis, same Celery settings (`bench/bare_celery.py` loads `celeryconfig`):
+a bare Celery task round trip (send -> a prefork `-c 1` worker runs the task -> it publishes
+on a Redis channel -> a redis-py subscriber here gets it), and the bare Redis
+publish -> subscriber hop alone. Runs are sequential (one in flight), measured in interleaved
+blocks so that the machine's noise falls on both sides alike.
+Writes bench/results/e2e.json.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Deployment,
+    FrameReader,
+    load_average,
+    machine,
+    percentile,
+    print_table,
+    read_ready,
+    start_worker,
+    stop_group,
+    stop_on_sigterm,
+    write_result,
+    ws_connect,
+)
+
+TERMINAL = {"agent_completed", "agent_failed", "agent_cancelled", "agent_timed_out"}
+WAIT = 30.0  # seconds one run may take before the benchmark gives up on it
+
+
+class SocketEvents:
+    """The owner's websocket, read by a thread that stamps each event on arrival."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self._sock, pending = ws_connect(port, "/api/agents/v2/ws", token)
+        self._reader = FrameReader(pending)
+        read_ready(self._sock, self._reader)
+        self._lock = threading.Lock()
+        self._arrived: dict[str, dict[str, float]] = {}
+        self._seqs: dict[str, list[int]] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._closing = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closing:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            now = time.perf_counter()
+            for opcode, payload in self._reader.feed(data):
+                if opcode != 1:
+                    continue
+                event = json.loads(payload)
+                run_id = event.get("run_id")
+                if run_id is None:
+                    continue
+                with self._lock:
+                    self._arrived.setdefault(run_id, {})[event["type"]] = now
+                    self._seqs.setdefault(run_id, []).append(event["seq"])
+                    if event["type"] in TERMINAL:
+                        self._done.setdefault(run_id, threading.Event()).set()
+
+    def wait(self, run_id: str) -> tuple[dict[str, float], list[int]]:
+        """Arrival times by event type, and the seqs received, once the run ended."""
+        with self._lock:
+            done = self._done.setdefault(run_id, threading.Event())
+        if not done.wait(WAIT):
+            raise TimeoutError(f"run {run_id} did not end within {WAIT}s")
+        with self._lock:
+            return self._arrived.pop(run_id), self._seqs.pop(run_id)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+class RunlaneProbe:
+    """Submits `echo` runs over HTTP (keep-alive) and times their events on the socket."""
+
+    def __init__(self, port: int, token: str, *, thread_per_run: bool) -> None:
+        self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._socket = SocketEvents(port, token)
+        self._thread_per_run = thread_per_run
+        self.started: list[float] = []
+        self.completed: list[float] = []
+        self.accepted: list[float] = []
+        self.bad: list[str] = []
+
+    def one(self, n: int, *, record: bool = True) -> None:
+        thread = f"e2e{n}" if self._thread_per_run else "e2e"
+        body = json.dumps({"agent": "echo", "input": {"n": n}})
+        t0 = time.perf_counter()
+        self._http.request("POST", f"/api/agents/v2/thread/{thread}/runs", body, self._headers)
+        response = self._http.getresponse()
+        answer = response.read()
+        t_accepted = time.perf_counter()
+        if response.status != 202:
+            raise RuntimeError(f"submit answered {response.status}: {answer[:200]!r}")
+        run_id = json.loads(answer)["run_id"]
+        arrived, seqs = self._socket.wait(run_id)
+        if seqs != [1, 2] or "agent_completed" not in arrived:
+            self.bad.append(run_id)
+        if record:
+            self.accepted.append((t_accepted - t0) * 1000)
+            self.started.append((arrived["agent_started"] - t0) * 1000)
+            self.completed.append((arrived["agent_completed"] - t0) * 1000)
+
+    def close(self) -> None:
+        self._http.close()
+        self._socket.close()
+
+
+class Subscriber:
+    """A redis-py subscriber thread that stamps each payload on arrival."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        import redis
+
+        self._pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(channel)
+        while self._pubsub.get_message(timeout=1) is None and not self._pubsub.subscribed:
+            pass
+        self._lock = threading.Lock()
+        self._arrived: dict[str, float] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._closing = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closing:
+            try:
+                message = self._pubsub.get_message(timeout=0.2)
+            except Exception:  # noqa: BLE001 - closing under our feet
+                return
+            if message is None:
+                continue
+            now = time.perf_counter()
+            token = message["data"].decode()
+            with self._lock:
+                self._arrived[token] = now
+                self._done.setdefault(token, threading.Event()).set()
+
+    def wait(self, token: str) -> float:
+        with self._lock:
+            done = self._done.setdefault(token, threading.Event())
+        if not done.wait(WAIT):
+            raise TimeoutError(f"{token} never arrived")
+        with self._lock:
+            self._done.pop(token)
+            return self._arrived.pop(token)
+
+    def close(self) -> None:
+        self._closing = True
+        self._thread.join(2)
+        self._pubsub.close()
+
+
+class CeleryFloor:
+    """send -> bare prefork worker runs `bare.ping` -> Redis publish -> our subscriber."""
+
+    def __init__(self, redis_url: str) -> None:
+        import bare_celery
+
+        self._task = bare_celery.ping
+        self._channel = f"bench:floor:{uuid.uuid4().hex}"
+        self._subscriber = Subscriber(redis_url, self._channel)
+        self.times: list[float] = []
+
+    def one(self, n: int, *, record: bool = True) -> None:
+        token = f"{n}-{uuid.uuid4().hex}"
+        t0 = time.perf_counter()
+        self._task.apply_async(args=[self._channel, token])
+        arrived = self._subscriber.wait(token)
+        if record:
+            self.times.append((arrived - t0) * 1000)
+
+    def close(self) -> None:
+        self._subscriber.close()
+
+
+class PubSubFloor:
+    """The bare Redis publish -> redis-py subscriber hop."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url)
+        self._channel = f"bench:hop:{uuid.uuid4().hex}"
+        self._subscriber = Subscriber(redis_url, self._channel)
+        self.times: list[float] = []
+
+    def one(self, n: int, *, record: bool = True) -> None:
+        token = f"{n}-{uuid.uuid4().hex}"
+        t0 = time.perf_counter()
+        self._client.publish(self._channel, token)
+        arrived = self._subscriber.wait(token)
+        if record:
+            self.times.append((arrived - t0) * 1000)
+
+    def close(self) -> None:
+        self._subscriber.close()
+        self._client.close()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {f"p{q}": round(percentile(values, q), 3) for q in (50, 95, 99)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1000, help="measured runs per side")
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--blocks", type=int, default=10, help="interleaved measuring blocks")
+    parser.add_argument("--thread-per-run", action="store_true",
+                        help="a new thread per run (default: all runs in one thread)")
+    parser.add_argument("--out", default="e2e", help="result name under bench/results/")
+    args = parser.parse_args()
+    stop_on_sigterm()
+    load_before = load_average()
+    dep = Deployment({"RUNLANE_SUBMIT_RATE_PER_MINUTE": "100000000"})
+    workers, probes = [], []
+    try:
+        workers.append(start_worker(dep.env, dep.workdir / "worker.log", app="tasks",
+                                    queue="runlane", name="runlane"))
+        workers.append(start_worker(dep.env, dep.workdir / "bare.log", app="bare_celery",
+                                    queue="bare", name="bare"))
+        runlane = RunlaneProbe(dep.port, dep.token("e2e-user"), thread_per_run=args.thread_per_run)
+        probes.append(runlane)
+        celery_floor = CeleryFloor(dep.redis.url)
+        probes.append(celery_floor)
+        hop = PubSubFloor(dep.redis.url)
+        probes.append(hop)
+        for n in range(args.warmup):
+            runlane.one(n, record=False)
+            celery_floor.one(n, record=False)
+            hop.one(n, record=False)
+        per_block = max(1, args.runs // args.blocks)
+        n = args.warmup
+        started = time.monotonic()
+        while len(runlane.completed) < args.runs:
+            size = min(per_block, args.runs - len(runlane.completed))
+            for _ in range(size):
+                runlane.one(n)
+                n += 1
+            for _ in range(size):
+                celery_floor.one(n)
+                hop.one(n)
+                n += 1
+        elapsed = time.monotonic() - started
+    finally:
+        for probe in probes:
+            probe.close()
+        for worker in workers:
+            stop_group(worker)
+        dep.close()
+    floor = summary(celery_floor.times)
+    result: dict[str, Any] = {
+        "runs": args.runs, "thread_per_run": args.thread_per_run, "seconds": round(elapsed, 1),
+        "machine": machine(), "load_average": {"before": load_before, "after": load_average()},
+        "runlane_ms": {
+            "submit_to_202": summary(runlane.accepted),
+            "submit_to_agent_started": summary(runlane.started),
+            "submit_to_agent_completed": summary(runlane.completed),
+        },
+        "floor_ms": {"celery_task_round_trip": floor, "redis_publish_to_subscriber": summary(hop.times)},
+        "bad_runs": len(runlane.bad),
+    }
+    result["ratio_to_floor"] = {
+        name: {q: round(v / floor[q], 2) for q, v in values.items()}
+        for name, values in result["runlane_ms"].items() if name != "submit_to_202"
+    }
+    rows = [[name.replace("_", " "), *values.values()]
+            for name, values in [*(("runlane: " + k, v) for k, v in result["runlane_ms"].items()),
+                                 *(("floor: " + k, v) for k, v in result["floor_ms"].items())]]
+    rows += [[f"ratio: {k.replace('_', ' ')}", *(f"{x}x" for x in v.values())]
+             for k, v in result["ratio_to_floor"].items()]
+    print(f"echo, {args.runs} runs each side, one in flight; load average "
+          f"{result['load_average']['before']} -> {result['load_average']['after']}")
+    print_table(["ms", "p50", "p95", "p99"], rows)
+    print(f"runs with missing/extra events: {len(runlane.bad)}")
+    print(f"wrote {write_result(args.out, result)}")
+    return 0 if not runlane.bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The load test: `python -m bench.load` or `python bench/load/run.py` (see run.py)."""

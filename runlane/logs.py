@@ -1,0 +1,141 @@
+"""Log configuration: JSON lines in production, readable text in development, and the
+request/run/user ids of the work in progress stamped on every record.
+
+The ids live in context variables, so each request (a thread, or a greenlet under gevent) and
+each run sees only its own; nothing here keeps per-user state between them. Only ids are ever
+added: tokens and agent inputs are never put on a record.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import datetime, timezone
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runlane.settings import Settings
+
+FIELDS = ("request_id", "run_id", "user_id")
+_VARS: dict[str, ContextVar[str | None]] = {
+    name: ContextVar(f"runlane_{name}", default=None) for name in FIELDS
+}
+# A JWT that slipped into a message (an exception text, a URL) is masked, whatever logged it.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"
+
+Tokens = list[tuple[ContextVar[str | None], Token[str | None]]]
+
+
+def bind(**values: str | None) -> Tokens:
+    """Set some of request_id/run_id/user_id for the current context; pass the result to
+    `unbind` to restore what was there before."""
+    tokens: Tokens = []
+    for name, value in values.items():
+        var = _VARS[name]  # KeyError on an unknown field: a typo must not pass silently
+        tokens.append((var, var.set(value)))
+    return tokens
+
+
+def unbind(tokens: Tokens) -> None:
+    for var, token in reversed(tokens):
+        try:
+            var.reset(token)
+        except ValueError:  # set in another context (a thread handed the request over)
+            var.set(None)
+
+
+@contextmanager
+def bound(**values: str | None) -> Iterator[None]:
+    """The ids for the duration of a block (a run in the worker)."""
+    tokens = bind(**values)
+    try:
+        yield
+    finally:
+        unbind(tokens)
+
+
+def current() -> dict[str, str]:
+    """The ids set in this context (unset ones omitted)."""
+    return {name: value for name, var in _VARS.items() if (value := var.get()) is not None}
+
+
+class ContextFilter(logging.Filter):
+    """Copies the context's ids onto each record (a handler filter, so records propagated
+    from any logger get them); ids a caller passed in `extra` win."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in _VARS.items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, var.get())
+        return True
+
+
+def _ids(record: logging.LogRecord) -> dict[str, str]:
+    return {name: value for name in FIELDS if (value := getattr(record, name, None)) is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the ids, process, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _JWT.sub("[token]", record.getMessage()),
+            **_ids(record),
+            "process": record.process,
+        }
+        if record.exc_info:
+            line["exc"] = _JWT.sub("[token]", self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message [request_id=… run_id=… user_id=…]` for development."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = _ids(record)
+        record.context = (" [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]") if ids else ""
+        return _JWT.sub("[token]", super().format(record))
+
+
+def wants_json(settings: Settings) -> bool:
+    if settings.log_format == "auto":
+        return settings.env == "production"
+    return settings.log_format == "json"
+
+
+def formatter(settings: Settings) -> logging.Formatter:
+    return JsonFormatter() if wants_json(settings) else TextFormatter()
+
+
+def adopt(handler: logging.Handler, settings: Settings) -> None:
+    """Give an existing handler (Celery's, gunicorn's) our format and the ids."""
+    handler.setFormatter(formatter(settings))
+    if not any(isinstance(f, ContextFilter) for f in handler.filters):
+        handler.addFilter(ContextFilter())
+
+
+def configure(settings: Settings, *, level: str | int | None = None,
+              stream: IO[str] | None = None) -> logging.Handler:
+    """Install one stderr handler on the root logger (replacing one installed earlier by this
+    function; other handlers, e.g. a test runner's, are left alone)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_runlane", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._runlane = True  # type: ignore[attr-defined]
+    adopt(handler, settings)
+    root.addHandler(handler)
+    root.setLevel(level if level is not None else settings.log_level.upper())
+    return handler
