@@ -9,12 +9,11 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage import statements
 from storage.models import (
-    ACTIVE,
     EXECUTING,
     WAITING,
     EventRecord,
@@ -31,18 +30,14 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _insert_ignoring_conflict(session: Session, table: Any, values: dict[str, Any]) -> None:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt: Insert = module.insert(table).values(**values).on_conflict_do_nothing()
-    session.execute(stmt)
+def _dialect(session: Session) -> str:
+    return "postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"
 
 
 def ensure_thread(session: Session, owner_id: str, thread_id: str) -> None:
     """Create the owner's thread on first use; another owner's same id is a different thread."""
-    _insert_ignoring_conflict(
-        session, Thread, {"owner_id": owner_id, "id": thread_id, "created_at": utcnow()}
-    )
+    session.execute(statements.ENSURE_THREAD[_dialect(session)],
+                    {"b_owner": owner_id, "b_thread": thread_id, "b_now": utcnow()})
 
 
 def thread_exists(session: Session, owner_id: str, thread_id: str) -> bool:
@@ -65,15 +60,15 @@ def create_run(
     idempotency_key: str | None = None,
 ) -> Run:
     ensure_thread(session, owner_id, thread_id)
-    run = Run(
+    values = dict(
         id=run_id, owner_id=owner_id, thread_id=thread_id, agent=agent, input=input,
-        meta=metadata, request_id=request_id, status=RunStatus.QUEUED.value,
+        request_id=request_id, status=RunStatus.QUEUED.value,
         created_at=created_at, attempt=0, last_seq=0, queue=queue,
         idempotency_key=idempotency_key, dispatch=1, dispatched_at=created_at,
     )
-    session.add(run)
-    session.flush()
-    return run
+    # A Core insert (no unit of work to flush); the Run handed back is not session-bound.
+    session.execute(statements.INSERT_RUN, {**values, "metadata": metadata})
+    return Run(**values, meta=metadata)
 
 
 def get_run(session: Session, owner_id: str, run_id: str) -> Run | None:
@@ -107,17 +102,10 @@ class Claim(enum.Enum):
     STALE = "stale"  # not waiting any more, or a newer dispatch exists: drop the message
 
 
-def _upsert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert
-
-
 def _lock_user(session: Session, owner_id: str) -> None:
     """Serialise one user's claims: one upsert that takes the user's row lock (PostgreSQL) or
     the write lock (SQLite) until the transaction ends, creating the row on first use."""
-    stmt = _upsert(session)(UserStream).values(owner_id=owner_id, last_cursor=0)
-    session.execute(stmt.on_conflict_do_update(index_elements=[UserStream.owner_id],
-                                               set_={"last_cursor": UserStream.last_cursor}))
+    session.execute(statements.LOCK_USER[_dialect(session)], {"b_owner": owner_id})
 
 
 def claim_run(
@@ -129,42 +117,26 @@ def claim_run(
     Returns the outcome and the new attempt number. A duplicate or outdated message is STALE.
     """
     _lock_user(session, owner_id)
-    run = session.execute(
-        select(Run.status, Run.dispatch, Run.attempt, Run.thread_id, Run.created_at)
-        .where(Run.owner_id == owner_id, Run.id == run_id)
-    ).one_or_none()
+    key = {"b_owner": owner_id, "b_run": run_id}
+    run = session.execute(statements.CLAIM_READ, key).one_or_none()
     if run is None or run.status not in _values(WAITING):
         return Claim.STALE, 0
     if dispatch is not None and run.dispatch != dispatch:
         return Claim.STALE, 0
-    # Both counts in one statement; each is an index range (owner+status, owner+thread+status).
-    running = select(func.count()).where(
-        Run.owner_id == owner_id, Run.status.in_(_values(EXECUTING))).scalar_subquery()
-    ahead = select(func.count()).where(
-        Run.owner_id == owner_id, Run.thread_id == run.thread_id, Run.id != run_id,
-        Run.status.in_(_values(ACTIVE)),
-        or_(  # executing, or waiting since before this run
-            Run.status.in_(_values(EXECUTING)),
-            Run.created_at < run.created_at,
-            and_(Run.created_at == run.created_at, Run.id < run_id),
-        ),
-    ).scalar_subquery()
-    n_running, n_ahead = session.execute(select(running, ahead)).one()
+    n_running, n_ahead = session.execute(
+        statements.CLAIM_COUNTS, {**key, "b_thread": run.thread_id, "b_created": run.created_at}
+    ).one()
+    now = utcnow()
     if n_running >= max_running or n_ahead:
         # Marked so that a finishing run re-sends this one (and only such runs) at once.
-        session.execute(update(Run).where(Run.owner_id == owner_id, Run.id == run_id)
-                        .values(blocked_at=utcnow()))
+        session.execute(statements.MARK_BLOCKED, {**key, "b_now": now})
         return Claim.BLOCKED, 0
-    now = utcnow()
     attempt = run.attempt + 1
-    claimed = _rowcount(session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.owner_id == owner_id, Run.status.in_(_values(WAITING)),
-               Run.attempt == run.attempt)
-        .values(status=RunStatus.RUNNING.value, attempt=attempt, started_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                deadline_at=now + timedelta(seconds=hard_limit), blocked_at=None)
-    ))
+    claimed = _rowcount(session.execute(statements.CLAIM, {
+        **key, "b_prev": run.attempt, "b_attempt": attempt, "b_now": now,
+        "b_lease": now + timedelta(seconds=lease_seconds),
+        "b_deadline": now + timedelta(seconds=hard_limit),
+    }))
     return (Claim.CLAIMED, attempt) if claimed == 1 else (Claim.STALE, 0)
 
 
@@ -186,17 +158,19 @@ def transition(
     """Change a run's status only from `from_statuses` (and only for `attempt`, and only if
     its lease lapsed before `lease_before`, when given), so a stale or duplicate worker, or a
     reaper racing a heartbeat, can never overwrite a newer state."""
-    stmt = update(Run).where(
-        Run.owner_id == owner_id, Run.id == run_id, Run.status.in_(_values(from_statuses))
-    )
-    if attempt is not None:
-        stmt = stmt.where(Run.attempt == attempt)
-    if lease_before is not None:
-        stmt = stmt.where(Run.lease_expires_at < lease_before)
     if to.terminal:
         values.setdefault("finished_at", utcnow())
         values.setdefault("lease_expires_at", None)
-    return _rowcount(session.execute(stmt.values(status=to.value, **values))) == 1
+    values["status"] = to.value
+    columns = tuple(sorted(values))
+    stmt = statements.transition(tuple(_values(from_statuses)), attempt is not None,
+                                 lease_before is not None, columns)
+    params = {"b_owner": owner_id, "b_run": run_id, **{f"v_{k}": values[k] for k in columns}}
+    if attempt is not None:
+        params["b_attempt"] = attempt
+    if lease_before is not None:
+        params["b_lease_before"] = lease_before
+    return _rowcount(session.execute(stmt, params)) == 1
 
 
 def renew_lease(
@@ -222,9 +196,8 @@ def renew_lease(
 
 def run_status(session: Session, owner_id: str, run_id: str, attempt: int) -> str | None:
     """The status as seen by one attempt; None when another attempt took over."""
-    return session.execute(
-        select(Run.status).where(Run.owner_id == owner_id, Run.id == run_id, Run.attempt == attempt)
-    ).scalar_one_or_none()
+    return session.execute(statements.RUN_STATUS, {
+        "b_owner": owner_id, "b_run": run_id, "b_attempt": attempt}).scalar_one_or_none()
 
 
 def bump_dispatch(session: Session, owner_id: str, run_id: str) -> int | None:
@@ -243,23 +216,20 @@ def find_by_idempotency_key(session: Session, owner_id: str, key: str) -> Run | 
 
 
 def count_waiting(session: Session, owner_id: str) -> int:
-    stmt = select(func.count()).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)))
-    return int(session.execute(stmt).scalar_one())
+    return int(session.execute(statements.COUNT_WAITING, {"b_owner": owner_id}).scalar_one())
 
 
-def active_in_thread(session: Session, owner_id: str, thread_id: str) -> list[Run]:
-    stmt = select(Run).where(Run.owner_id == owner_id, Run.thread_id == thread_id,
-                             Run.status.in_(_values(ACTIVE)))
-    return list(session.execute(stmt.order_by(Run.created_at)).scalars())
+def active_ids_in_thread(session: Session, owner_id: str, thread_id: str) -> list[str]:
+    """Ids of the thread's waiting and executing runs, oldest first."""
+    return list(session.execute(statements.ACTIVE_IN_THREAD,
+                                {"b_owner": owner_id, "b_thread": thread_id}).scalars())
 
 
 def next_blocked(session: Session, owner_id: str, limit: int) -> list[str]:
     """Ids of the owner's oldest waiting runs that a claim found blocked: the ones to re-send
     when a slot frees up. Waiting runs never blocked still have their message queued."""
-    stmt = (select(Run.id).where(Run.owner_id == owner_id, Run.status.in_(_values(WAITING)),
-                                 Run.blocked_at.is_not(None))
-            .order_by(Run.created_at, Run.id).limit(limit))
-    return list(session.execute(stmt).scalars())
+    return list(session.execute(statements.NEXT_BLOCKED,
+                                {"b_owner": owner_id, "b_limit": limit}).scalars())
 
 
 # -- operations across all owners (the reaper); never reachable from a user's request ------
@@ -300,24 +270,20 @@ def append_event(
     Raises:
         Superseded: `attempt` no longer holds the run.
     """
-    stmt = update(Run).where(Run.owner_id == owner_id, Run.id == run_id)
-    if attempt is not None:
-        stmt = stmt.where(Run.attempt == attempt, Run.status.in_(_values(EXECUTING)))
-    seq = session.execute(
-        stmt.values(last_seq=Run.last_seq + 1).returning(Run.last_seq)
-    ).scalar_one_or_none()
+    key = {"b_owner": owner_id, "b_run": run_id}
+    if attempt is None:
+        seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
+    else:
+        seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
+                              {**key, "b_attempt": attempt}).scalar_one_or_none()
     if seq is None:
         raise Superseded(run_id)
-    stmt = _upsert(session)(UserStream).values(owner_id=owner_id, last_cursor=1)
-    cursor = session.execute(
-        stmt.on_conflict_do_update(index_elements=[UserStream.owner_id],
-                                   set_={"last_cursor": UserStream.last_cursor + 1})
-        .returning(UserStream.last_cursor)
-    ).scalar_one()
+    cursor = session.execute(statements.NEXT_CURSOR[_dialect(session)],
+                             {"b_owner": owner_id}).scalar_one()
     values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
               "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
     # A Core insert (no unit of work to flush); the record handed back is not session-bound.
-    session.execute(insert(EventRecord.__table__).values(**values))
+    session.execute(statements.INSERT_EVENT, values)
     return EventRecord(**values)
 
 

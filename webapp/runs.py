@@ -112,7 +112,7 @@ class RunService:
             if queries.count_waiting(session, ctx.user_id) >= self._max_queued:
                 raise TooManyRequests(f"more than {self._max_queued} runs waiting",
                                       retry_after=5)
-            active = [r.id for r in queries.active_in_thread(session, ctx.user_id, ctx.thread_id)]
+            active = queries.active_ids_in_thread(session, ctx.user_id, ctx.thread_id)
         if active and strategy == "reject":
             raise Conflict(f"thread {ctx.thread_id} has an active run", active_runs=active)
         if strategy == "interrupt":

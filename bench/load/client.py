@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import selectors
 import socket
@@ -22,6 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import FrameReader, raise_fd_limit, read_ready, ws_connect  # noqa: E402
 
 LANES = 8  # parallel submitters per process; each sends its share of the schedule
+IDLE_RECONNECT = 3.0  # seconds; gunicorn closes kept-alive connections idle for 5
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client-to-server frame (clients must mask), for the pong answering a ping."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body  # pings are < 126 bytes
 
 
 class Sockets:
@@ -61,14 +70,18 @@ class Sockets:
                     data = b""
                 now = time.perf_counter()
                 if not data:
-                    self.closed.append(user)
                     self._selector.unregister(sock)
                     continue
                 for opcode, payload in reader.feed(data):
                     if opcode == 1:
                         self.frames[user].append((now, json.loads(payload)))
+                    elif opcode == 9:  # the server's keep-alive ping: unanswered, it closes us
+                        try:
+                            sock.send(masked_frame(10, payload))  # type: ignore[union-attr]
+                        except OSError:
+                            pass
                     elif opcode == 8:
-                        self.closed.append(user)
+                        self.closed.append(f"{user} (close {payload[:2].hex()})")
 
     def close(self) -> None:
         self._stop.set()
@@ -81,23 +94,37 @@ def submit_lane(port: int, schedule: list[tuple[float, str, int]], tokens: dict[
                 agent: str, agent_input: Any, out: list[dict[str, Any]]) -> None:
     """Send this lane's submissions at their due times (never earlier; late when behind)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    last_used = time.perf_counter()
     for due, user, step in schedule:
         wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        sent = time.perf_counter()
-        body = json.dumps({"agent": agent, "input": agent_input})
-        try:
-            conn.request("POST", "/api/agents/v2/thread/load/runs", body,
-                         {"Authorization": f"Bearer {tokens[user]}",
-                          "Content-Type": "application/json"})
-            response = conn.getresponse()
-            answer = response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException) as exc:
+        if time.perf_counter() - last_used > IDLE_RECONNECT:  # the server closes idle ones
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            answer, status = str(exc).encode(), 0
+        sent = time.perf_counter()
+        body = json.dumps({"agent": agent, "input": agent_input})
+        headers = {"Authorization": f"Bearer {tokens[user]}", "Content-Type": "application/json"}
+        for retry in (False, True):
+            try:
+                conn.request("POST", "/api/agents/v2/thread/load/runs", body, headers)
+                response = conn.getresponse()
+                answer = response.read()
+                status = response.status
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
+                # A kept-alive connection the server had closed: the request was not read.
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                answer, status = str(exc).encode(), 0
+                if retry:
+                    break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                answer, status = str(exc).encode(), 0
+                break
+        last_used = time.perf_counter()
         record = {"user": user, "step": step, "sent": sent, "late_ms": (sent - due) * 1000,
                   "accepted": time.perf_counter(), "status": status}
         if status == 202:

@@ -2,8 +2,9 @@
 
 Playwright for Python drives Debian's `chromium` (Playwright cannot download its own browser
 here). Without Chromium or Playwright the tests are skipped, saying which one is missing.
-Screenshots land in tests/artifacts/; with RUNLANE_TEST_UPDATE_SCREENSHOTS=1 the one docs/dashboard.md
-shows is refreshed too (off by default so a test run never dirties the tree).
+Screenshots land in tests/artifacts/; with RUNLANE_TEST_UPDATE_SCREENSHOTS=1 the copies in
+docs/img/ that docs/dashboard.md shows are refreshed too (off by default: a test run never
+dirties the tree).
 """
 from __future__ import annotations
 
@@ -72,9 +73,14 @@ class Tab:
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _console(self, message: Any) -> None:
-        # A 404 answer (a new thread, someone else's run) is logged by Chromium; that is fine.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            self.errors.append(message.text)
+        if message.type != "error" or "Failed to load resource" in message.text:
+            return  # Chromium logs each 404 answer (a new thread, someone else's run): expected
+        if message.text.endswith("failed: Invalid frame header"):
+            # Under the werkzeug test server flask-sock writes an HTTP response after a socket
+            # ends (flask-sock issue #77; not under gunicorn), which Chromium reports if it
+            # still reads the connection: a quirk of the test server, not of the page.
+            return
+        self.errors.append(message.text)
 
     def _frame(self, payload: str | bytes) -> None:
         self.frames.append(payload if isinstance(payload, str) else payload.decode())
@@ -94,7 +100,7 @@ class Tab:
         expect(self.page.locator("#connection")).to_have_text("Live")
 
     def use_thread(self, thread: str) -> None:
-        field = self.page.get_by_label("Thread")
+        field = self.page.get_by_label("Thread", exact=True)
         field.fill(thread)
         field.press("Enter")
         expect(self.page.locator("#runs-status")).to_have_text("No runs in this thread yet.")
@@ -174,6 +180,10 @@ def test_a_user_runs_demo_watches_every_event_reloads_to_the_full_timeline_and_c
         editor.fill('{"steps": 3,')
         expect(errors).to_contain_text("not valid JSON")
         screenshot(page, "dashboard-new-run.png")
+        page.set_viewport_size({"width": 390, "height": 844})
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, "the form scrolls sideways on a 390 px wide screen"
+        page.set_viewport_size({"width": 1280, "height": 900})
         page.get_by_role("button", name="Submit run").click()
         expect(editor).to_be_focused()  # nothing was sent; the editor has the focus
         assert alice.get(f"/api/agents/v2/thread/{thread}/runs").status_code == 404
@@ -282,6 +292,11 @@ def test_a_second_user_sees_none_of_the_first_users_runs_or_events(
             expect(links).to_have_count(1)
             expect(links).to_have_attribute("data-run-id", mine)
 
+        # So does the list of all of one's threads.
+        tab_b.page.get_by_label("List the runs of all my threads").check()
+        expect(tab_b.page.locator(".run-link .run-thread")).to_have_text([f"thread {thread}"])
+        expect(tab_b.page.locator(".run-link")).to_have_attribute("data-run-id", run_b)
+
         # Bob opening alice's run by its id gets "no such run" and no timeline.
         tab_b.page.goto(f"{live_server}/#/runs/{run_a}")
         expect(tab_b.page.locator("#run-missing")).to_be_visible()
@@ -341,8 +356,7 @@ def test_the_page_reconnects_after_its_socket_drops_resumes_and_loses_no_event(
         assert second[0]["type"] == "auth"
         assert [m["type"] for m in second][1:2] == ["resume"]
         assert isinstance(second[1]["cursor"], int) and second[1]["cursor"] > 0
-        # Chromium reports the cut itself ("WebSocket connection ... failed"); nothing else.
-        assert [e for e in tab.errors if not e.startswith("WebSocket connection to")] == []
+        assert tab.errors == []
     finally:
         tab.cancel_leftovers(alice)
         context.close()

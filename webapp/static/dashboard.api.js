@@ -51,6 +51,12 @@ export class Api {
     return this.get(`/thread/${encodeURIComponent(threadId)}/runs?${query}`);
   }
 
+  allRuns(cursor) {
+    const query = new URLSearchParams({ limit: "20" });
+    if (cursor) query.set("cursor", cursor);
+    return this.get(`/runs?${query}`);
+  }
+
   run(runId) {
     return this.get(`/${encodeURIComponent(runId)}/state`);
   }

@@ -1,21 +1,23 @@
 // The Runlane dashboard: sign in with a pasted token, submit runs, watch their events live.
 // It uses only the public v2 routes and the v2 socket, like any other client would.
 import { Api, ApiError } from "./dashboard.api.js";
-import { describe, example, parseJson, validate } from "./dashboard.schema.js";
+import { RunForm } from "./dashboard.form.js";
 import { EventSocket } from "./dashboard.socket.js";
 import { ACTIVE, RunTimeline, TERMINAL } from "./dashboard.timeline.js";
 
 const TOKEN_KEY = "runlane.token";
 const THREAD_KEY = "runlane.thread";
+const SCOPE_KEY = "runlane.all-threads";
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
 const FINISHED = new Set(Object.values(TERMINAL));
 const $ = (id) => document.getElementById(id);
+const form = new RunForm();
 
 const state = {
   api: null,
   socket: null,
-  agents: [],
   thread: sessionStorage.getItem(THREAD_KEY) || "dashboard",
+  allThreads: sessionStorage.getItem(SCOPE_KEY) === "1", // list every thread's runs
   runs: new Map(), // run id -> {resource, item} for the runs list of the current thread
   runsCursor: null,
   open: null, // {id, resource, timeline, events} of the run shown, if any
@@ -64,7 +66,8 @@ function showSignIn(message) {
   if (message) $("signin-title").focus();
 }
 
-async function signIn(token) {
+/** `typed`: the user just signed in with the form, so focus moves to what they now see. */
+async function signIn(token, typed = false) {
   const api = new Api(token);
   let agents;
   try {
@@ -78,32 +81,32 @@ async function signIn(token) {
   }
   sessionStorage.setItem(TOKEN_KEY, token);
   state.api = api;
-  state.agents = agents;
   $("token").value = "";
   show($("signin"), false);
   show($("session"), true);
   show($("app"), true);
   setText($("who"), "…");
   $("thread").value = state.thread;
-  fillAgents();
+  $("all-threads").checked = state.allThreads;
+  form.setAgents(agents);
   state.socket = new EventSocket(token, {
     onEvent, onReady, onState: connection,
     onUnauthorized: () => signOut("Your token was rejected or has expired. Sign in again."),
   });
   state.socket.start();
   await loadRuns();
-  await route(true);
+  await route(!typed);
 }
 
 function signOut(message) {
   if (state.socket) state.socket.stop();
   sessionStorage.removeItem(TOKEN_KEY);
   closeRun();
-  Object.assign(state, { api: null, socket: null, agents: [], runsCursor: null });
+  Object.assign(state, { api: null, socket: null, runsCursor: null });
   state.runs.clear();
   $("runs").replaceChildren();
   $("timeline").replaceChildren();
-  $("agent").replaceChildren();
+  form.setAgents([]);
   showSignIn(message);
 }
 
@@ -139,7 +142,7 @@ function onEvent(event) {
   if (entry) {
     entry.resource.status = statusAfter(entry.resource.status, event);
     badge(entry.item.querySelector(".badge"), entry.resource.status);
-  } else if (event.thread_id === state.thread) {
+  } else if (state.allThreads || event.thread_id === state.thread) {
     scheduleRunsRefresh(200); // a run submitted elsewhere (another tab, the API)
   }
   if (state.open && state.open.id === event.run_id && state.open.timeline) {
@@ -173,6 +176,12 @@ function runItem(resource) {
   id.className = "run-id";
   id.textContent = resource.run_id.slice(0, 8);
   link.append(agent, status, created, id);
+  if (state.allThreads) {
+    const thread = document.createElement("span");
+    thread.className = "run-thread";
+    thread.textContent = `thread ${resource.thread_id}`;
+    link.append(thread);
+  }
   if (state.open && state.open.id === resource.run_id) link.setAttribute("aria-current", "page");
   item.append(link);
   return item;
@@ -195,9 +204,11 @@ function upsertRun(resource, { first = false } = {}) {
 async function loadRuns(more = false) {
   if (!state.api) return;
   const thread = state.thread;
+  const all = state.allThreads;
   let page;
   try {
-    page = await state.api.runs(thread, more ? state.runsCursor : null);
+    const cursor = more ? state.runsCursor : null;
+    page = await (all ? state.api.allRuns(cursor) : state.api.runs(thread, cursor));
   } catch (error) {
     if (expired(error)) return;
     if (error instanceof ApiError && error.status === 404) {
@@ -207,7 +218,7 @@ async function loadRuns(more = false) {
       return;
     }
   }
-  if (thread !== state.thread || !state.api) return; // the thread changed meanwhile
+  if (thread !== state.thread || all !== state.allThreads || !state.api) return; // changed meanwhile
   if (!more) {
     state.runs.clear();
     $("runs").replaceChildren();
@@ -215,7 +226,8 @@ async function loadRuns(more = false) {
   for (const resource of page.items) upsertRun(resource);
   state.runsCursor = page.next_cursor;
   show($("runs-more"), Boolean(page.next_cursor));
-  setText($("runs-status"), state.runs.size ? "" : "No runs in this thread yet.");
+  setText($("runs-status"), state.runs.size ? ""
+    : (all ? "No runs yet." : "No runs in this thread yet."));
 }
 
 function setThread(thread) {
@@ -228,79 +240,15 @@ function setThread(thread) {
 
 // -- the new-run form -------------------------------------------------------------------------
 
-function currentAgent() {
-  return state.agents.find((a) => a.name === $("agent").value);
-}
-
-function fillAgents() {
-  const select = $("agent");
-  const chosen = select.value;
-  select.replaceChildren(...state.agents.map((agent) => {
-    const option = document.createElement("option");
-    option.value = agent.name;
-    option.textContent = agent.name;
-    return option;
-  }));
-  const names = state.agents.map((a) => a.name);
-  select.value = names.includes(chosen) ? chosen : (names.includes("demo") ? "demo" : names[0] || "");
-  showAgent();
-}
-
-function showAgent() {
-  const agent = currentAgent();
-  const schema = agent ? agent.input_schema : {};
-  setText($("agent-description"), agent ? agent.description : "No agents are available.");
-  const help = $("input-help");
-  const lines = describe(schema);
-  help.replaceChildren();
-  if (lines.length) {
-    const list = document.createElement("ul");
-    for (const line of lines) {
-      const item = document.createElement("li");
-      item.textContent = line;
-      list.append(item);
-    }
-    help.append(list);
-  }
-  setText($("schema"), JSON.stringify(schema, null, 2));
-  $("input").value = JSON.stringify(example(schema), null, 2);
-  checkInput();
-}
-
-function showInputErrors(errors) {
-  const list = $("input-errors");
-  list.replaceChildren(...errors.map(({ path, message }) => {
-    const item = document.createElement("li");
-    item.textContent = path ? `${path}: ${message}` : message;
-    return item;
-  }));
-  $("input").setAttribute("aria-invalid", errors.length ? "true" : "false");
-}
-
-/** Parse and check the editor's JSON against the agent's schema; errors are shown inline. */
-function checkInput() {
-  const parsed = parseJson($("input").value);
-  if (parsed.error) {
-    showInputErrors([{ path: "", message: parsed.error }]);
-    return { ok: false };
-  }
-  const agent = currentAgent();
-  const errors = agent ? validate(agent.input_schema, parsed.value) : [];
-  showInputErrors(errors.map((e) => ({ path: `input${e.path === "/" ? "" : e.path}`, message: e.message })));
-  return { ok: errors.length === 0, value: parsed.value };
-}
-
 async function submitRun(event) {
   event.preventDefault();
-  const error = $("submit-error");
-  show(error, false);
-  const { ok, value } = checkInput();
-  if (!ok) {
+  form.hideRefusal();
+  const { ok, value } = form.check();
+  const agent = form.agent();
+  if (!ok || !agent) {
     $("input").focus();
     return;
   }
-  const agent = currentAgent();
-  if (!agent) return;
   const button = $("submit");
   button.disabled = true;
   try {
@@ -308,18 +256,7 @@ async function submitRun(event) {
     upsertRun(run, { first: true });
     location.hash = `#/runs/${run.run_id}`;
   } catch (exc) {
-    if (expired(exc)) return;
-    const problems = exc instanceof ApiError && Array.isArray(exc.problem.errors) ? exc.problem.errors : [];
-    const onInput = problems.filter((p) => String(p.path).startsWith("/input"));
-    if (onInput.length) {
-      showInputErrors(onInput.map((p) => ({ path: String(p.path).slice(1), message: p.message })));
-      $("input").focus();
-    }
-    const other = problems.filter((p) => !String(p.path).startsWith("/input"));
-    if (!onInput.length || other.length) {
-      setText(error, [exc.message, ...other.map((p) => `${p.path}: ${p.message}`)].join(" — "));
-      show(error, true);
-    }
+    if (!expired(exc)) form.showRefusal(exc);
   } finally {
     button.disabled = false;
   }
@@ -472,19 +409,18 @@ function start() {
       $("token").focus();
       return;
     }
-    signIn(token);
+    signIn(token, true);
   });
   $("sign-out").addEventListener("click", () => signOut(""));
   $("thread-form").addEventListener("submit", submitThread);
-  $("agent").addEventListener("change", showAgent);
-  let timer = null;
-  $("input").addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(checkInput, 150);
-  });
-  $("input-reset").addEventListener("click", showAgent);
+  form.listen();
   $("submit-form").addEventListener("submit", submitRun);
   $("runs-more").addEventListener("click", () => loadRuns(true));
+  $("all-threads").addEventListener("change", (event) => {
+    state.allThreads = event.target.checked;
+    sessionStorage.setItem(SCOPE_KEY, state.allThreads ? "1" : "0");
+    loadRuns();
+  });
   $("cancel").addEventListener("click", cancelRun);
   window.addEventListener("hashchange", () => route());
   const token = sessionStorage.getItem(TOKEN_KEY);
