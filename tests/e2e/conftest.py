@@ -122,7 +122,17 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         requests.get(f"{dep.base_url}/readyz", timeout=10).raise_for_status()
         yield dep
     finally:
+        # A test that did not stop it gets the graceful path (SIGTERM), so nothing `up` started
+        # outlives the test; a SIGKILL here would orphan the web, the worker and Redis.
+        children = descendants(process.pid)
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
         next(pg, None)
