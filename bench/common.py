@@ -109,10 +109,16 @@ class Deployment:
         self.redis.stop()
 
 
-def ws_connect(port: int, path: str, token: str | None = None) -> tuple[socket.socket, bytes]:
+def ws_connect(port: int, path: str, token: str | None = None, *,
+               rcvbuf: int | None = None) -> tuple[socket.socket, bytes]:
     """Open a websocket with a plain socket (handshake only); returns it and any bytes that
-    arrived after the handshake. The caller reads frames."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    arrived after the handshake. The caller reads frames. `rcvbuf` caps the receive buffer
+    before connecting (afterwards Linux has already advertised a large window)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -135,10 +141,11 @@ class FrameReader:
 
     def __init__(self, initial: bytes = b"") -> None:
         self.buffer = bytearray(initial)
+        self.backlog: list[tuple[int, bytes]] = []  # parsed but not yet handed out
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         self.buffer += data
-        frames = []
+        frames, self.backlog = self.backlog, []
         while len(self.buffer) >= 2:
             opcode, length, offset = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
             if length == 126:
@@ -156,12 +163,20 @@ class FrameReader:
         return frames
 
 
+def pong_frame(payload: bytes) -> bytes:
+    """A masked client pong answering a server ping with `payload` (< 126 bytes)."""
+    mask = os.urandom(4)
+    return (bytes([0x8A, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
 def read_ready(s: socket.socket, reader: FrameReader) -> dict:
     """The first text frame (Runlane's `ready`); later bytes stay in `reader`."""
     while True:
         frames = reader.feed(b"") or reader.feed(s.recv(4096))
-        for opcode, payload in frames:
+        for n, (opcode, payload) in enumerate(frames):
             if opcode == 1:
+                reader.backlog = frames[n + 1:]  # e.g. a ping right behind `ready`
                 return json.loads(payload)
             if opcode == 8:
                 raise ConnectionError(f"closed {payload[:2].hex()}")

@@ -146,8 +146,11 @@ class Subscriber:
 
         self._pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(channel)
-        while self._pubsub.get_message(timeout=1) is None and not self._pubsub.subscribed:
-            pass
+        deadline = time.monotonic() + 10
+        while not self._pubsub.subscribed and time.monotonic() < deadline:
+            self._pubsub.get_message(timeout=0.1)
+        if not self._pubsub.subscribed:
+            raise RuntimeError(f"could not subscribe to {channel}")
         self._lock = threading.Lock()
         self._arrived: dict[str, float] = {}
         self._done: dict[str, threading.Event] = {}

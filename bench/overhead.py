@@ -147,6 +147,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         run_bridge = runtime.bridges.create(run_ctx, attempt)
         run_agent = runtime.agents.create(run_ctx)
         control = RunControl(db=runtime.db, ctx=run_ctx, attempt=attempt, bridge=run_bridge,
+                             watchdogs=runtime.watchdogs,
                              heartbeat_interval=settings.heartbeat_interval,
                              cancel_grace=settings.cancel_grace, can_terminate=False)
         engine = runtime.engines.create(run_ctx, run_agent, run_bridge, control)

@@ -1,14 +1,18 @@
 """Per-process socket router: one Redis subscription, refcounted per user, bounded sinks.
 
 A web process holds exactly one pub/sub connection, read by one listener thread (a greenlet
-under gevent): redis-py's PubSub must not be shared, so attach/detach only edit the wanted
-set under a lock and the listener applies the difference between reads.
+under gevent): redis-py's PubSub must not be shared, so attach/detach only note which users
+changed under a lock and the listener applies those changes between reads.
+
+A second process-wide thread ticks every sink once per `tick_interval` (the event socket
+sends its keep-alive ping on that tick), so no socket needs a timer of its own.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -17,11 +21,15 @@ from events.channels import user_channel, user_of_channel
 from events.sink import SocketSink
 from runlane import metrics
 
-__all__ = ["SocketRouter", "SocketSink", "RESYNC"]
+__all__ = ["SocketRouter", "SocketSink", "RESYNC", "TICK"]
 
 # The control command a sink receives after the router re-subscribed following a Redis loss:
 # pub/sub kept nothing meanwhile, so the socket replays from the event log.
 RESYNC = {"type": "__resync__"}
+# Offered to every sink once per tick interval (keep-alive pings); consumers may ignore it.
+TICK = {"type": "__tick__"}
+STUCK_AFTER = 5.0  # at least this many seconds overflowed before a sink is told it is stuck
+TICK_PERIOD = 0.05  # the ticker's step: each step ticks 1/(interval/period) of the sinks
 
 log = logging.getLogger(__name__)
 
@@ -29,58 +37,64 @@ log = logging.getLogger(__name__)
 class SocketRouter:
     """Delivers each published event to the sinks of the user whose channel carried it."""
 
-    def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.01) -> None:
+    def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.01,
+                 tick_interval: float | None = None) -> None:
         self._redis_url = redis_url
         self._prefix = prefix
         self._poll = poll_interval
+        self._tick = tick_interval
         self._lock = threading.Lock()
-        self._sinks: dict[str, set[SocketSink]] = {}
-        self._confirmed: dict[str, threading.Event] = {}
-        self._live: set[str] = set()  # channels Redis has confirmed and not yet been told to drop
-        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition(self._lock)  # a subscription was confirmed
+        # Per user: a tuple (replaced, never mutated, so a reader may keep it), not a set:
+        # most users have one socket, and this table holds an entry per connected user.
+        self._sinks: dict[str, tuple[SocketSink, ...]] = {}
+        self._pending: dict[str, bool] = {}  # users whose subscription the listener must apply
+        self._live: set[str] = set()  # users whose channel Redis has confirmed
+        self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self.connected = threading.Event()
 
     # -- public API, called from socket handlers -------------------------------------------
 
     def start(self) -> None:
-        """Start the listener once; later calls are no-ops."""
+        """Start the listener (and the ticker) once; later calls are no-ops."""
         with self._lock:
-            if self._thread is not None:
+            if self._threads:
                 return
-            self._thread = threading.Thread(
-                target=self._listen_forever, name="runlane-router", daemon=True
-            )
-            self._thread.start()
+            for target, name in ((self._listen_forever, "runlane-router"),
+                                 (self._tick_forever, "runlane-ticker")):
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def attach(self, user_id: str, sink: SocketSink, timeout: float = 5.0) -> bool:
         """Route `user_id`'s events to `sink`; True once the subscription is live in Redis."""
         self.start()
-        channel = user_channel(self._prefix, user_id)
         with self._lock:
-            sinks = self._sinks.setdefault(user_id, set())
-            sinks.add(sink)
-            confirmed = self._confirmed.setdefault(channel, threading.Event())
-            if channel in self._live:
-                confirmed.set()
-        return confirmed.wait(timeout)
+            sinks = self._sinks.get(user_id, ())
+            self._sinks[user_id] = (*sinks, sink)
+            if not sinks:
+                self._pending[user_id] = True
+            return self._changed.wait_for(lambda: user_id in self._live, timeout)
 
     def detach(self, user_id: str, sink: SocketSink) -> None:
         """Stop routing to `sink`; the channel is unsubscribed when its last sink leaves."""
         sink.close()
         with self._lock:
             sinks = self._sinks.get(user_id)
-            if sinks is None:
+            if sinks is None or sink not in sinks:
                 return
-            sinks.discard(sink)
-            if not sinks:
+            rest = tuple(s for s in sinks if s is not sink)
+            if rest:
+                self._sinks[user_id] = rest
+            else:
                 del self._sinks[user_id]
-                self._confirmed.pop(user_channel(self._prefix, user_id), None)
+                self._pending[user_id] = False
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -88,6 +102,10 @@ class SocketRouter:
                 "users": len(self._sinks),
                 "sockets": sum(len(s) for s in self._sinks.values()),
             }
+
+    def _all_sinks(self) -> list[SocketSink]:
+        with self._lock:
+            return [sink for group in self._sinks.values() for sink in group]
 
     # -- the listener ------------------------------------------------------------------------
 
@@ -101,8 +119,9 @@ class SocketRouter:
             )
             pubsub = client.pubsub()
             try:
-                subscribed: set[str] = set()
-                self._sync(pubsub, subscribed)
+                with self._lock:  # a new connection holds nothing: subscribe every user
+                    self._pending = dict.fromkeys(self._sinks, True)
+                self._sync(pubsub)
                 pubsub.ping()
                 self.connected.set()
                 if not first:
@@ -110,7 +129,7 @@ class SocketRouter:
                 first = False
                 backoff = 0.1
                 while not self._stopping.is_set():
-                    self._sync(pubsub, subscribed)
+                    self._sync(pubsub)
                     message = pubsub.get_message(timeout=self._poll)
                     if message is not None:
                         self._handle(message)
@@ -118,8 +137,6 @@ class SocketRouter:
                 self.connected.clear()
                 with self._lock:
                     self._live.clear()
-                    for event in self._confirmed.values():
-                        event.clear()
                 log.warning("event router lost Redis (%s); retrying in %.1fs", exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
@@ -135,40 +152,69 @@ class SocketRouter:
                     pass
 
     def _request_resync(self) -> None:
-        with self._lock:
-            sinks = [sink for group in self._sinks.values() for sink in group]
+        sinks = self._all_sinks()
         log.info("event router re-subscribed; %d sockets replay from the log", len(sinks))
         for sink in sinks:
-            sink.offer_control(RESYNC, wait=False)
+            sink.offer_control(RESYNC)
 
-    def _sync(self, pubsub: Any, subscribed: set[str]) -> None:
+    def _tick_forever(self) -> None:
+        """Give each sink one TICK per `tick_interval`, a few at a time every TICK_PERIOD
+        (a burst of thousands of pings would hold up event delivery); and once a second
+        tell a sink that stayed overflowed for STUCK_AFTER seconds (or a tick interval, if
+        longer) that it is stuck: its client, which could not even have seen a ping
+        meanwhile, does not read."""
+        interval = self._tick or 0.0
+        stuck_after = max(2, round(max(interval, STUCK_AFTER)))
+        round_sinks: list[SocketSink] = []
+        per_pass = pos = 0
+        next_round = next_check = time.monotonic()
+        while not self._stopping.wait(TICK_PERIOD):
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 1.0
+                for sink in self._all_sinks():
+                    if sink.overflowed:
+                        sink.stalls += 1
+                        if sink.stalls == stuck_after:
+                            sink.on_stall()
+            if not interval:
+                continue
+            if now >= next_round:  # a new round: every sink attached now, spread evenly
+                next_round = now + interval
+                round_sinks, pos = self._all_sinks(), 0
+                per_pass = -(-len(round_sinks) * TICK_PERIOD // interval)
+            for sink in round_sinks[pos:pos + int(per_pass)]:
+                sink.offer_control(TICK)
+            pos += int(per_pass)
+
+    def _sync(self, pubsub: Any) -> None:
+        """Apply the users attach/detach noted since the last call (cheap when none)."""
         with self._lock:
-            wanted = set(self._confirmed)
-            drop = subscribed - wanted
-            self._live -= drop
-        add = wanted - subscribed
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            add = [u for u in pending if u in self._sinks]
+            drop = [u for u in pending if u not in self._sinks]
+            self._live.difference_update(drop)
         if add:
-            pubsub.subscribe(*add)
-            subscribed |= add
+            pubsub.subscribe(*(user_channel(self._prefix, u) for u in add))
         if drop:
-            pubsub.unsubscribe(*drop)
-            subscribed -= drop
+            pubsub.unsubscribe(*(user_channel(self._prefix, u) for u in drop))
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind not in ("subscribe", "message"):
+            return
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
-        if kind == "subscribe":
-            with self._lock:
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None:
-                    self._live.add(channel)
-                    confirmed.set()
-            return
-        if kind != "message":
-            return
         user_id = user_of_channel(self._prefix, channel)
         if user_id is None:
+            return
+        if kind == "subscribe":
+            with self._lock:
+                if user_id in self._sinks:
+                    self._live.add(user_id)
+                    self._changed.notify_all()
             return
         raw = message["data"]
         text = raw.decode() if isinstance(raw, bytes) else raw
@@ -178,6 +224,6 @@ class SocketRouter:
             log.warning("skipping undecodable message on %s", channel)
             return
         with self._lock:
-            sinks = list(self._sinks.get(user_id, ()))
+            sinks = self._sinks.get(user_id, ())
         accepted = sum(sink.offer(parsed, text) for sink in sinks)
         metrics.delivered(parsed, accepted, len(sinks) - accepted)

@@ -1,75 +1,90 @@
 """SocketSink: one consumer's ordered inbox of live events and control commands.
 
-The router offers events and never blocks: past `maxsize` pending events the sink is marked
-overflowed and its socket is cut (the client resumes from the log). Control commands (client
-frames, resync requests) are never dropped; their producer waits instead.
+The router offers events and never blocks: past `maxsize` pending items the sink is marked
+overflowed and its socket is cut (the client resumes from the log). Control commands (ticks,
+resync requests) are never dropped.
+
+An idle socket holds one of these for hours, so it is kept small (measured in
+docs/benchmarks.md): slots instead of a dict, a plain list (append and pop(0) are atomic
+under the GIL, so producers need no lock) and one wake-up flag, which the event socket
+shares with its websocket's own reader so one flag wakes the writer for both.
 """
 from __future__ import annotations
 
 import threading
-from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Kind = Literal["event", "control"]
 Item = tuple[Kind, Any, str]
 
 
+class Flag(Protocol):
+    """What the sink needs of its wake-up flag (threading.Event, or gevent's when patched)."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class SocketSink:
-    def __init__(self, maxsize: int, control_max: int = 32) -> None:
+    __slots__ = ("maxsize", "wake", "_items", "overflowed", "closed", "stalls")
+
+    def __init__(self, maxsize: int, wake: Flag | None = None) -> None:
         self.maxsize = maxsize
-        self._control_max = control_max
-        self._items: deque[Item] = deque()
-        self._events = 0
-        self._controls = 0
-        self._cond = threading.Condition()
+        self.wake: Flag = wake if wake is not None else threading.Event()
+        # (payload, text): text is None for a control command.
+        self._items: list[tuple[Any, str | None]] = []
         self.overflowed = False
         self.closed = False
+        self.stalls = 0  # router ticks that found this sink overflowed (see on_stall)
 
     def offer(self, message: dict[str, Any], text: str) -> bool:
-        """Queue a live event without blocking; False (and overflowed) when full."""
-        with self._cond:
-            if self.closed:
-                return False
-            if self._events >= self.maxsize:
-                self.overflowed = True
-                self._cond.notify_all()
-                return False
-            self._items.append(("event", message, text))
-            self._events += 1
-            self._cond.notify_all()
-            return True
+        """Queue a live event without blocking; False (and overflowed) when full or closed."""
+        if self.closed:
+            return False
+        if len(self._items) >= self.maxsize:
+            self.overflowed = True
+            self.wake.set()
+            return False
+        self._items.append((message, text))
+        self.wake.set()
+        return True
 
-    def offer_control(self, command: Any, *, wait: bool = True) -> bool:
-        """Queue a command in order with the events; waits while too many are pending
-        (`wait=False`, for the router's own rare commands, appends regardless)."""
-        with self._cond:
-            while wait and self._controls >= self._control_max and not self.closed:
-                self._cond.wait(1.0)
-            if self.closed:
-                return False
-            self._items.append(("control", command, ""))
-            self._controls += 1
-            self._cond.notify_all()
-            return True
+    def offer_control(self, command: Any) -> bool:
+        """Queue a command in order with the events; never refused while open."""
+        if self.closed:
+            return False
+        self._items.append((command, None))
+        self.wake.set()
+        return True
+
+    def pop(self) -> Item | None:
+        """The oldest item, or None when empty; never waits (the caller owns the wake flag)."""
+        try:
+            payload, text = self._items.pop(0)
+        except IndexError:
+            return None
+        return ("control", payload, "") if text is None else ("event", payload, text)
 
     def next(self, timeout: float) -> Item | None:
-        with self._cond:
-            if not self._items and not self.overflowed:
-                self._cond.wait(timeout)
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            if item[0] == "event":
-                self._events -= 1
-            else:
-                self._controls -= 1
-            self._cond.notify_all()
+        """The oldest item, waiting up to `timeout` for one (for a sink with its own flag)."""
+        item = self.pop()
+        if item is not None or self.overflowed:
             return item
+        self.wake.clear()  # cleared before looking again, so an offer after this wakes us
+        item = self.pop()
+        if item is None and not self.overflowed:
+            self.wake.wait(timeout)
+            item = self.pop()
+        return item
+
+    def on_stall(self) -> None:
+        """Called by the router's ticker when the sink stayed overflowed for a whole tick:
+        its consumer is stuck (e.g. blocked writing to a client that does not read)."""
 
     def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
+        self.closed = True
+        self.wake.set()
 
     def pending(self) -> int:
         return len(self._items)

@@ -24,10 +24,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     )
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
-        SOCK_SERVER_OPTIONS={
-            "ping_interval": settings.socket_ping_interval,
-            "max_message_size": settings.socket_max_message_size,
-        },
+        # No ping_interval here: simple-websocket would give every socket a selector and a
+        # timer; webapp/sockets.py pings on the router's one process-wide tick instead.
+        SOCK_SERVER_OPTIONS={"max_message_size": settings.socket_max_message_size},
     )
     web_state = WebState.build(settings)
     app.extensions["runlane"] = web_state

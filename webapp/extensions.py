@@ -59,7 +59,9 @@ class WebState:
             settings=settings,
             tokens=TokenVerifier(settings),
             db=db,
-            router=SocketRouter(settings.require_redis_url(), prefix=settings.channel_prefix),
+            # The router's ticker drives the sockets' keep-alive pings (one timer per process).
+            router=SocketRouter(settings.require_redis_url(), prefix=settings.channel_prefix,
+                                tick_interval=settings.socket_ping_interval or None),
             agents=agents,
             agent_factory=agent_factory,
             events=events,

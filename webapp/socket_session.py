@@ -33,23 +33,39 @@ def error(code: str, detail: str) -> str:
 
 
 class SocketSession:
+    """Held by every connected socket, mostly idle: slots, and the subscription sets and the
+    per-run positions are only made once something needs them."""
+
+    __slots__ = ("user_id", "_log", "_db", "runs", "threads", "_sent", "max_cursor")
+
     def __init__(self, *, user_id: str, log: EventLog, db: Database) -> None:
         self.user_id = user_id
         self._log = log
         self._db = db
-        self.runs: set[str] = set()
-        self.threads: set[str] = set()
-        self._sent: OrderedDict[str, int] = OrderedDict()  # run id -> last seq sent
-        self.max_cursor = log.last_cursor(user_id)  # events before the socket existed are not "missed"
+        self.runs: set[str] | None = None
+        self.threads: set[str] | None = None
+        self._sent: OrderedDict[str, int] | None = None  # run id -> last seq sent
+        # Events from before the socket existed are not "missed".
+        self.max_cursor = log.last_cursor(user_id)
 
     # -- what to send -----------------------------------------------------------------------
 
     def _wanted(self, event: dict[str, Any]) -> bool:
         if not self.runs and not self.threads:
             return True
-        return event["run_id"] in self.runs or event["thread_id"] in self.threads
+        return event["run_id"] in (self.runs or ()) or event["thread_id"] in (self.threads or ())
+
+    def _last_sent(self, run_id: str) -> int | None:
+        return self._sent.get(run_id) if self._sent is not None else None
+
+    def has_gap(self, event: dict[str, Any]) -> bool:
+        """Whether sending this live event first needs the log (a jump past the next seq)."""
+        last = self._last_sent(event["run_id"])
+        return last is not None and event["seq"] > last + 1
 
     def _remember(self, run_id: str, seq: int) -> None:
+        if self._sent is None:
+            self._sent = OrderedDict()
         self._sent[run_id] = seq
         self._sent.move_to_end(run_id)
         if len(self._sent) > REMEMBERED_RUNS:
@@ -57,7 +73,7 @@ class SocketSession:
 
     def _emit(self, event: dict[str, Any], text: str | None = None) -> list[str]:
         run_id, seq = event["run_id"], event["seq"]
-        last = self._sent.get(run_id)
+        last = self._last_sent(run_id)
         if last is not None and seq <= last:
             return []
         frames: list[str] = []
@@ -131,14 +147,18 @@ class SocketSession:
         after = self._after(message, "after_seq")
         if isinstance(after, str):
             return [after]
-        (self.runs if key == "run_id" else self.threads).add(value)
+        if key == "run_id":
+            self.runs = (self.runs or set()) | {value}
+        else:
+            self.threads = (self.threads or set()) | {value}
         frames = [frame({"type": "subscribed", key: value})]
         if "after_seq" not in message:
             return frames
         if key == "run_id":
             if self._log.replay_gap(self.user_id, after, run_id=value):
                 frames.append(frame({"type": "resync_required", "run_id": value}))
-            self._sent.pop(value, None)
+            if self._sent is not None:
+                self._sent.pop(value, None)
             self._remember(value, after)
             frames += self._replay_run(value, after)
         else:
@@ -161,7 +181,9 @@ class SocketSession:
         if isinstance(target, str):
             return [target]
         key, value = target
-        (self.runs if key == "run_id" else self.threads).discard(value)
+        chosen = self.runs if key == "run_id" else self.threads
+        if chosen is not None:
+            chosen.discard(value)
         return [frame({"type": "unsubscribed", key: value})]
 
     def resume(self, message: dict[str, Any]) -> list[str]:

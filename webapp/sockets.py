@@ -1,7 +1,9 @@
 """The v2 event socket: authenticate, attach to the router, pump one user's events.
 
 Each socket has exactly one writer (this view's loop): the router and the reader only
-put frames into the socket's bounded SocketSink.
+put frames into the socket's bounded SocketSink (or the websocket's input buffer) and set
+one flag. An idle socket is two parked greenlets (this view and simple-websocket's reader),
+kept as shallow and as small as a bare flask-sock echo socket's (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ import enum
 import json
 import logging
 import socket
-import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import greenlet
 
 from flask import Blueprint, request
 from simple_websocket import ConnectionClosed
+from wsproto.events import Ping, TextMessage
 
+from events.router import TICK
 from events.sink import SocketSink
 from runlane import logs
 from runlane.errors import Unauthenticated
@@ -26,6 +32,7 @@ from webapp.socket_session import SocketSession, frame
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sockets", __name__)
+T = TypeVar("T")
 
 
 class CloseCode(enum.IntEnum):
@@ -37,8 +44,22 @@ class CloseCode(enum.IntEnum):
     UNAVAILABLE = 4503  # the process could not subscribe to the event stream in time
 
 
-_INPUT = {"type": "__input__"}  # the client sent frames (or left): read ws.input_buffer
 MAX_PENDING_FRAMES = 64  # unanswered client frames before the socket is cut (1008)
+BATCH = 64  # live items sent between two looks at the client's frames
+
+
+def _on_fresh_stack(fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn` to completion on a short-lived greenlet and return its result.
+
+    A greenlet keeps every page of Python frame stack it ever touched until it ends, so one
+    deep call (JWT, SQL, Redis) made by a socket's long-lived greenlet would cost each idle
+    socket a few KB for hours (docs/benchmarks.md). The child shares the caller's context
+    (Flask's request, the log fields); its stack is freed when it returns. Works the same
+    on a thread of the development server (greenlets are per thread).
+    """
+    child = greenlet.greenlet(fn)
+    child.gr_context = greenlet.getcurrent().gr_context
+    return child.switch(*args)  # type: ignore[no-any-return]
 
 
 def _authenticate(ws: Any, st: WebState) -> Principal | None:
@@ -59,27 +80,24 @@ def _authenticate(ws: Any, st: WebState) -> Principal | None:
         return None
 
 
-class _InputSignal:
-    """Replaces simple-websocket's input Event after authentication: its reader thread calls
-    set() for each frame it buffers (and when the connection ends), which wakes this socket's
-    single writer through the sink. No second reader per socket: it costs memory per socket."""
+class _Inbox(SocketSink):
+    """The socket's sink: woken through the websocket's own input flag (no second flag per
+    socket), and able to cut a socket whose writer is stuck sending to a client that does
+    not read."""
 
-    def __init__(self, sink: SocketSink) -> None:
-        self._sink = sink
-        self._flag = threading.Event()
+    __slots__ = ("ws",)
 
-    def set(self) -> None:
-        self._flag.set()
-        self._sink.offer_control(_INPUT, wait=False)
+    def __init__(self, ws: Any, maxsize: int) -> None:
+        super().__init__(maxsize, wake=ws.event)
+        self.ws = ws
 
-    def clear(self) -> None:
-        self._flag.clear()
-
-    def is_set(self) -> bool:
-        return self._flag.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._flag.wait(timeout)
+    def on_stall(self) -> None:
+        # The writer is blocked in send() (a full TCP buffer), so it cannot send 4008 itself;
+        # shutting the connection down fails that send and the writer leaves.
+        try:
+            self.ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _cut(ws: Any, code: int, reason: str) -> None:
@@ -105,52 +123,102 @@ def _cut(ws: Any, code: int, reason: str) -> None:
 )
 def events_socket(ws: Any) -> None:
     st = state()
+    opened = _on_fresh_stack(_open, ws, st)
+    if opened is None:
+        return
+    user_id, inbox, session = opened
+    try:
+        _pump(ws, inbox, session)
+    except OSError as exc:  # the peer vanished, or the socket was cut while a send waited
+        log.debug("event socket ended: %s", exc)
+    finally:
+        st.router.detach(user_id, inbox)
+
+
+def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
+    """Authenticate, subscribe and send `ready`; None when the socket was refused (closed)."""
     principal = _authenticate(ws, st)
     if principal is None:
         ws.close(CloseCode.UNAUTHENTICATED, "authentication required")
-        return
+        return None
     logs.bind(user_id=principal.user_id)  # reset with the request's log context
     if over_limit(st.redis, st.settings.channel_prefix, "socket", principal.user_id,
                   st.settings.socket_connects_per_minute) is not None:
         ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections; back off")
-        return
+        return None
     if st.settings.socket_send_buffer:
         try:
             ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, st.settings.socket_send_buffer)
         except (OSError, AttributeError):
             log.debug("could not cap the socket send buffer")
-    sink = SocketSink(st.settings.socket_queue_size)
+    inbox = _Inbox(ws, st.settings.socket_queue_size)
+    # Subscribed (and confirmed by Redis) before `ready`, so nothing published after the
+    # client sees `ready` can be missed.
+    if not st.router.attach(principal.user_id, inbox):
+        st.router.detach(principal.user_id, inbox)
+        ws.close(CloseCode.UNAVAILABLE, "event stream unavailable, retry")
+        return None
     try:
-        # Subscribed (and confirmed by Redis) before `ready`, so nothing published after the
-        # client sees `ready` can be missed.
-        if not st.router.attach(principal.user_id, sink):
-            ws.close(CloseCode.UNAVAILABLE, "event stream unavailable, retry")
-            return
         session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db)
-        ws.send(frame({"type": "ready", "user_id": principal.user_id,
-                        "cursor": session.max_cursor}))
-        ws.event = _InputSignal(sink)
-        sink.offer_control(_INPUT, wait=False)  # frames that arrived before the swap
-        while ws.connected:
-            if sink.overflowed:
-                _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
-                return
-            if len(ws.input_buffer) > MAX_PENDING_FRAMES:
-                _cut(ws, 1008, "too many frames")
-                return
-            item = sink.next(timeout=1.0)
+        _send(ws, [frame({"type": "ready", "user_id": principal.user_id,
+                          "cursor": session.max_cursor})])
+    except BaseException:
+        st.router.detach(principal.user_id, inbox)
+        raise
+    return principal.user_id, inbox, session
+
+
+def _pump(ws: Any, inbox: _Inbox, session: SocketSession) -> None:
+    """The socket's single writer: wait on one flag, set by the websocket's reader (client
+    frames, close) and by the router (events, ticks, overflow); then answer everything."""
+    while True:
+        inbox.wake.clear()  # cleared before looking, so whatever arrives next wakes us
+        if not ws.connected:
+            return
+        if inbox.overflowed:
+            _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
+            return
+        if len(ws.input_buffer) > MAX_PENDING_FRAMES:
+            _cut(ws, 1008, "too many frames")
+            return
+        busy = False
+        while ws.input_buffer:
+            busy = True
+            _send(ws, _on_fresh_stack(session.on_command, ws.input_buffer.pop(0)))
+        for _ in range(BATCH):
+            item = inbox.pop()
             if item is None:
-                continue
+                break
+            busy = True
             kind, payload, text = item
-            if payload is _INPUT:
-                frames = []
-                while ws.input_buffer:
-                    frames += session.on_command(ws.input_buffer.pop(0))
-            elif kind == "event":
-                frames = session.on_live(payload, text)
+            if kind == "event":
+                # The common case stays shallow; filling a gap reads the log (deep).
+                _send(ws, _on_fresh_stack(session.on_live, payload, text)
+                      if session.has_gap(payload) else session.on_live(payload, text))
+            elif payload is TICK:
+                if not _ping(ws):
+                    return
             else:
-                frames = session.on_command(payload)
-            for out in frames:
-                ws.send(out)
-    finally:
-        st.router.detach(principal.user_id, sink)
+                _send(ws, _on_fresh_stack(session.on_command, payload))
+        if not busy:
+            inbox.wake.wait()
+
+
+def _send(ws: Any, frames: list[str]) -> None:
+    """ws.send, but with sendall: simple-websocket's send() drops what a partial write left
+    over, which corrupts the stream of a client that reads slowly."""
+    for out in frames:
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        ws.sock.sendall(ws.ws.send(TextMessage(data=out)))
+
+
+def _ping(ws: Any) -> bool:
+    """Keep-alive on the router's tick: a protocol ping, after checking the previous one was
+    answered; False (socket closed 1008) when it was not, as simple-websocket would."""
+    if not ws.pong_received:
+        _cut(ws, 1008, "Ping/Pong timeout")
+        return False
+    ws.pong_received = False
+    ws.sock.sendall(ws.ws.send(Ping()))
+    return True

@@ -50,7 +50,7 @@ class Sockets:
             for opcode, payload in reader.feed(b""):  # frames that came with `ready`
                 if opcode == 1:
                     self.frames[user].append((time.perf_counter(), json.loads(payload)))
-        self.closed: list[str] = []
+        self.closed: dict[str, str] = {}  # user -> how its socket ended early
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
 
@@ -70,6 +70,7 @@ class Sockets:
                     data = b""
                 now = time.perf_counter()
                 if not data:
+                    self.closed.setdefault(user, "connection ended")
                     self._selector.unregister(sock)
                     continue
                 for opcode, payload in reader.feed(data):
@@ -81,7 +82,7 @@ class Sockets:
                         except OSError:
                             pass
                     elif opcode == 8:
-                        self.closed.append(f"{user} (close {payload[:2].hex()})")
+                        self.closed[user] = f"close frame {payload[:2].hex()}"
 
     def close(self) -> None:
         self._stop.set()

@@ -1,7 +1,7 @@
 """Load test: N simulated users, each holding a socket and submitting runs, against a running
 deployment; throughput, latency per offered load, and a per-run completeness/isolation check.
 
-    python -m bench.load [--users 1000] [--rates 5,10,20,40] [--seconds 20] [--drain 10]
+    python -m bench.load [--users 1000] [--rates 10,25,50,100] [--seconds 20] [--drain 10]
     python -m bench.load --url http://127.0.0.1:8000 --secret "$RUNLANE_SECRET_KEY"
 
 Without --url it starts `runlane up` itself (embedded Redis, SQLite, one prefork worker of
@@ -112,7 +112,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--url", help="a running deployment (default: start `runlane up`)")
     parser.add_argument("--secret", help="its RUNLANE_SECRET_KEY, to mint tokens")
     parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--rates", default="5,10,20,40", help="offered runs/s, one step each")
+    parser.add_argument("--rates", default="10,25,50,100", help="offered runs/s, one step each")
     parser.add_argument("--seconds", type=float, default=20, help="per step")
     parser.add_argument("--drain", type=float, default=10, help="quiet seconds after each step")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
@@ -175,12 +175,12 @@ def main() -> int:
             raise RuntimeError("a client process failed")
         submissions: list[dict[str, Any]] = []
         frames: dict[str, list[Any]] = {}
-        closed: list[str] = []
+        closed: dict[str, str] = {}
         for n in range(len(slices)):
             data = json.loads((workdir / f"client{n}.json").read_text())
             submissions += data["submissions"]
             frames.update(data["frames"])
-            closed += data["closed"]
+            closed.update(data["closed"])
         last_seqs = read_last_seqs(url, submissions, tokens)
     finally:
         for p in procs:
@@ -200,6 +200,7 @@ def main() -> int:
         "load_average": {"before": load_before, "after": load_average()},
         "runs_accepted": checked["runs"], "runs_complete_in_order": checked["complete_in_order"],
         "foreign_frames": len(checked["foreign_frames"]), "sockets_closed": len(closed),
+        "closed_examples": dict(list(closed.items())[:10]),
         "problems": dict(list(checked["problems"].items())[:50]), "steps": figures,
     }
     print(f"load average {result['load_average']['before']} -> {result['load_average']['after']}")
