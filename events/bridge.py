@@ -39,8 +39,13 @@ class EventBridge:
         # Logged before published, so a client that misses the publish can replay it.
         event = self._log.append(self.user_id, self.run_id, self.thread_id, type, data,
                                  attempt=self.attempt)
-        metrics.published(type, self._publisher.publish(self.channel, event.encode()))
+        self.announce(event)
         return event
+
+    def announce(self, event: Event) -> None:
+        """Publish an event of this run that is already logged (a failed publish is counted
+        and logged; the client replays the event from the log)."""
+        metrics.published(event.type, self._publisher.publish(self.channel, event.encode()))
 
     def transition(
         self, *, to: RunStatus, from_statuses: frozenset[RunStatus], event_type: str,

@@ -1,6 +1,7 @@
 """The durable event log: events are appended here before they are published."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,11 +29,33 @@ class EventLog:
         *, attempt: int | None = None,
     ) -> Event:
         """Raises queries.Superseded when `attempt` no longer holds the run."""
-        with self._db.session() as session:
+        with self._db.transaction() as session:
             record = queries.append_event(
                 session, owner_id, run_id, thread_id, type, data, attempt=attempt
             )
             return _to_event(record)
+
+    def claim(
+        self, owner_id: str, run_id: str, thread_id: str, *, dispatch: int | None,
+        max_running: int, lease_seconds: float, hard_limit: float, started_type: str,
+        started_data: Callable[[int], Any],
+    ) -> tuple[queries.Claim, int, Event | None]:
+        """Claim a waiting run (`queries.claim_and_number`) and, when claimed, log its first
+        event (`started_type`, with `started_data(attempt)`) in the same transaction: one
+        commit per run fewer on the way to the first event. The caller publishes the event.
+
+        Returns the claim's outcome, the attempt, and the logged event when claimed.
+        """
+        with self._db.transaction() as session:
+            claim, attempt, seq = queries.claim_and_number(
+                session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
+                lease_seconds=lease_seconds, hard_limit=hard_limit,
+            )
+            if claim is not queries.Claim.CLAIMED:
+                return claim, attempt, None
+            record = queries.append_event(session, owner_id, run_id, thread_id, started_type,
+                                          started_data(attempt), seq=seq)
+            return claim, attempt, _to_event(record)
 
     def transition(
         self, owner_id: str, run_id: str, thread_id: str, *, to: RunStatus,
@@ -41,13 +64,14 @@ class EventLog:
     ) -> Event | None:
         """Change the run's status and log its event in one transaction, or do neither
         (None) when the run is no longer in `from_statuses` for `attempt`."""
-        with self._db.session() as session:
-            if not queries.transition(session, owner_id, run_id, to=to,
-                                      from_statuses=from_statuses, attempt=attempt,
-                                      lease_before=lease_before, **values):
+        with self._db.transaction() as session:
+            seq = queries.transition_numbered(session, owner_id, run_id, to=to,
+                                              from_statuses=from_statuses, attempt=attempt,
+                                              lease_before=lease_before, **values)
+            if seq is None:
                 return None
             return _to_event(queries.append_event(session, owner_id, run_id, thread_id,
-                                                  event_type, data))
+                                                  event_type, data, seq=seq))
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000

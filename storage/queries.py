@@ -9,7 +9,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage import statements
@@ -30,11 +30,17 @@ def _rowcount(result: Any) -> int:
     return int(result.rowcount)
 
 
-def _dialect(session: Session) -> str:
-    return "postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"
+# The hot paths (submission, claim, events, transitions) run in a Core transaction
+# (`Database.transaction()`); the rest in an ORM session. Their functions take either.
+Executor = Session | Connection
 
 
-def ensure_thread(session: Session, owner_id: str, thread_id: str) -> None:
+def _dialect(session: Executor) -> str:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return "postgresql" if bind.dialect.name == "postgresql" else "sqlite"
+
+
+def ensure_thread(session: Executor, owner_id: str, thread_id: str) -> None:
     """Create the owner's thread on first use; another owner's same id is a different thread."""
     session.execute(statements.ENSURE_THREAD[_dialect(session)],
                     {"b_owner": owner_id, "b_thread": thread_id, "b_now": utcnow()})
@@ -46,7 +52,7 @@ def thread_exists(session: Session, owner_id: str, thread_id: str) -> bool:
 
 
 def create_run(
-    session: Session,
+    session: Executor,
     owner_id: str,
     *,
     run_id: str,
@@ -58,7 +64,10 @@ def create_run(
     created_at: datetime,
     queue: str = "runlane",
     idempotency_key: str | None = None,
-) -> Run:
+    max_waiting: int | None = None,
+) -> Run | None:
+    """Insert a queued run (and its thread on first use). With `max_waiting`, only while the
+    owner has fewer waiting runs than that, checked by the insert itself: None when not."""
     ensure_thread(session, owner_id, thread_id)
     values = dict(
         id=run_id, owner_id=owner_id, thread_id=thread_id, agent=agent, input=input,
@@ -67,7 +76,14 @@ def create_run(
         idempotency_key=idempotency_key, dispatch=1, dispatched_at=created_at,
     )
     # A Core insert (no unit of work to flush); the Run handed back is not session-bound.
-    session.execute(statements.INSERT_RUN, {**values, "metadata": metadata})
+    if max_waiting is None:
+        session.execute(statements.INSERT_RUN, {**values, "metadata": metadata})
+    else:
+        params = {f"v_{k}": v for k, v in values.items()}
+        inserted = session.execute(statements.INSERT_RUN_IF_ROOM, {
+            **params, "v_metadata": metadata, "b_max": max_waiting}).scalar_one_or_none()
+        if inserted is None:
+            return None
     return Run(**values, meta=metadata)
 
 
@@ -102,27 +118,47 @@ class Claim(enum.Enum):
     STALE = "stale"  # not waiting any more, or a newer dispatch exists: drop the message
 
 
-def _lock_user(session: Session, owner_id: str) -> None:
+def _lock_user(session: Executor, owner_id: str) -> None:
     """Serialise one user's claims: one upsert that takes the user's row lock (PostgreSQL) or
     the write lock (SQLite) until the transaction ends, creating the row on first use."""
     session.execute(statements.LOCK_USER[_dialect(session)], {"b_owner": owner_id})
 
 
 def claim_run(
-    session: Session, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
+    session: Executor, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
     lease_seconds: float, hard_limit: float,
 ) -> tuple[Claim, int]:
     """Move a waiting run to running (attempt + 1) if its user and thread allow it.
 
     Returns the outcome and the new attempt number. A duplicate or outdated message is STALE.
     """
+    claim, attempt, _seq = _claim(session, owner_id, run_id, dispatch=dispatch,
+                                  max_running=max_running, lease_seconds=lease_seconds,
+                                  hard_limit=hard_limit, numbered=False)
+    return claim, attempt
+
+
+def claim_and_number(
+    session: Executor, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
+    lease_seconds: float, hard_limit: float,
+) -> tuple[Claim, int, int | None]:
+    """`claim_run`, whose UPDATE also takes the `seq` of the run's first event (to pass to
+    `append_event` in the same transaction). Returns the outcome, attempt and that seq."""
+    return _claim(session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
+                  lease_seconds=lease_seconds, hard_limit=hard_limit, numbered=True)
+
+
+def _claim(
+    session: Executor, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
+    lease_seconds: float, hard_limit: float, numbered: bool,
+) -> tuple[Claim, int, int | None]:
     _lock_user(session, owner_id)
     key = {"b_owner": owner_id, "b_run": run_id}
     run = session.execute(statements.CLAIM_READ, key).one_or_none()
     if run is None or run.status not in _values(WAITING):
-        return Claim.STALE, 0
+        return Claim.STALE, 0, None
     if dispatch is not None and run.dispatch != dispatch:
-        return Claim.STALE, 0
+        return Claim.STALE, 0, None
     n_running, n_ahead = session.execute(
         statements.CLAIM_COUNTS, {**key, "b_thread": run.thread_id, "b_created": run.created_at}
     ).one()
@@ -130,14 +166,16 @@ def claim_run(
     if n_running >= max_running or n_ahead:
         # Marked so that a finishing run re-sends this one (and only such runs) at once.
         session.execute(statements.MARK_BLOCKED, {**key, "b_now": now})
-        return Claim.BLOCKED, 0
+        return Claim.BLOCKED, 0, None
     attempt = run.attempt + 1
-    claimed = _rowcount(session.execute(statements.CLAIM, {
-        **key, "b_prev": run.attempt, "b_attempt": attempt, "b_now": now,
-        "b_lease": now + timedelta(seconds=lease_seconds),
-        "b_deadline": now + timedelta(seconds=hard_limit),
-    }))
-    return (Claim.CLAIMED, attempt) if claimed == 1 else (Claim.STALE, 0)
+    params = {**key, "b_prev": run.attempt, "b_attempt": attempt, "b_now": now,
+              "b_lease": now + timedelta(seconds=lease_seconds),
+              "b_deadline": now + timedelta(seconds=hard_limit)}
+    if numbered:
+        seq = session.execute(statements.CLAIM_NUMBERED, params).scalar_one_or_none()
+        return (Claim.CLAIMED, attempt, seq) if seq is not None else (Claim.STALE, 0, None)
+    claimed = _rowcount(session.execute(statements.CLAIM, params))
+    return (Claim.CLAIMED, attempt, None) if claimed == 1 else (Claim.STALE, 0, None)
 
 
 def _values(statuses: frozenset[RunStatus]) -> list[str]:
@@ -145,7 +183,7 @@ def _values(statuses: frozenset[RunStatus]) -> list[str]:
 
 
 def transition(
-    session: Session,
+    session: Executor,
     owner_id: str,
     run_id: str,
     *,
@@ -158,19 +196,49 @@ def transition(
     """Change a run's status only from `from_statuses` (and only for `attempt`, and only if
     its lease lapsed before `lease_before`, when given), so a stale or duplicate worker, or a
     reaper racing a heartbeat, can never overwrite a newer state."""
+    stmt, params = _transition(owner_id, run_id, to=to, from_statuses=from_statuses,
+                               attempt=attempt, lease_before=lease_before, values=values,
+                               numbered=False)
+    return _rowcount(session.execute(stmt, params)) == 1
+
+
+def transition_numbered(
+    session: Executor,
+    owner_id: str,
+    run_id: str,
+    *,
+    to: RunStatus,
+    from_statuses: frozenset[RunStatus],
+    attempt: int | None = None,
+    lease_before: datetime | None = None,
+    **values: Any,
+) -> int | None:
+    """`transition`, whose UPDATE also takes the `seq` of the event that goes with the change
+    (pass it to `append_event` in the same transaction); None when nothing changed."""
+    stmt, params = _transition(owner_id, run_id, to=to, from_statuses=from_statuses,
+                               attempt=attempt, lease_before=lease_before, values=values,
+                               numbered=True)
+    seq = session.execute(stmt, params).scalar_one_or_none()
+    return int(seq) if seq is not None else None
+
+
+def _transition(
+    owner_id: str, run_id: str, *, to: RunStatus, from_statuses: frozenset[RunStatus],
+    attempt: int | None, lease_before: datetime | None, values: dict[str, Any], numbered: bool,
+) -> tuple[Any, dict[str, Any]]:
     if to.terminal:
         values.setdefault("finished_at", utcnow())
         values.setdefault("lease_expires_at", None)
     values["status"] = to.value
     columns = tuple(sorted(values))
     stmt = statements.transition(tuple(_values(from_statuses)), attempt is not None,
-                                 lease_before is not None, columns)
+                                 lease_before is not None, columns, numbered)
     params = {"b_owner": owner_id, "b_run": run_id, **{f"v_{k}": values[k] for k in columns}}
     if attempt is not None:
         params["b_attempt"] = attempt
     if lease_before is not None:
         params["b_lease_before"] = lease_before
-    return _rowcount(session.execute(stmt, params)) == 1
+    return stmt, params
 
 
 def renew_lease(
@@ -215,14 +283,16 @@ def find_by_idempotency_key(session: Session, owner_id: str, key: str) -> Run | 
     return session.execute(stmt).scalar_one_or_none()
 
 
-def count_waiting(session: Session, owner_id: str) -> int:
+def count_waiting(session: Executor, owner_id: str) -> int:
     return int(session.execute(statements.COUNT_WAITING, {"b_owner": owner_id}).scalar_one())
 
 
-def active_ids_in_thread(session: Session, owner_id: str, thread_id: str) -> list[str]:
-    """Ids of the thread's waiting and executing runs, oldest first."""
-    return list(session.execute(statements.ACTIVE_IN_THREAD,
-                                {"b_owner": owner_id, "b_thread": thread_id}).scalars())
+def active_ids_in_thread(session: Executor, owner_id: str, thread_id: str) -> list[str]:
+    """Ids of the thread's waiting and executing runs, oldest first (sorted here: few rows,
+    and the statement then reads only them, not the thread's history)."""
+    rows = session.execute(statements.ACTIVE_IN_THREAD,
+                           {"b_owner": owner_id, "b_thread": thread_id}).all()
+    return [row.id for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
 
 
 def next_blocked(session: Session, owner_id: str, limit: int) -> list[str]:
@@ -258,26 +328,28 @@ class Superseded(Exception):
 
 
 def append_event(
-    session: Session, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
-    *, attempt: int | None = None,
+    session: Executor, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
+    *, attempt: int | None = None, seq: int | None = None,
 ) -> EventRecord:
     """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
 
     Both counters are incremented in the database, so a run redelivered to another worker
     continues its sequence, and the owner's row lock orders cursors as commits land. With
-    `attempt`, only that attempt, while executing, may append.
+    `attempt`, only that attempt, while executing, may append. `seq`: already taken in this
+    transaction by the UPDATE that changed the run (`claim_and_number`, `transition_numbered`).
 
     Raises:
         Superseded: `attempt` no longer holds the run.
     """
     key = {"b_owner": owner_id, "b_run": run_id}
-    if attempt is None:
-        seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
-    else:
-        seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
-                              {**key, "b_attempt": attempt}).scalar_one_or_none()
     if seq is None:
-        raise Superseded(run_id)
+        if attempt is None:
+            seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
+        else:
+            seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
+                                  {**key, "b_attempt": attempt}).scalar_one_or_none()
+        if seq is None:
+            raise Superseded(run_id)
     cursor = session.execute(statements.NEXT_CURSOR[_dialect(session)],
                              {"b_owner": owner_id}).scalar_one()
     values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,

@@ -8,10 +8,22 @@ handling (about 100 µs per UPDATE). They are constants holding no data; values 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.models import (
@@ -33,6 +45,13 @@ THREADS: Table = Thread.__table__  # type: ignore[assignment]
 
 def _values(statuses: frozenset[RunStatus]) -> list[str]:
     return sorted(s.value for s in statuses)
+
+
+def _status_in(values: Iterable[str]) -> Any:
+    """`runs.status IN (...)` with one plain bound value per status. `in_()` of a list would
+    make an "expanding" parameter that SQLAlchemy re-renders into the SQL on every execution
+    (~10 µs each time); these statuses are constants, so the SQL can be compiled once."""
+    return RUNS.c.status.in_([literal(v, RUNS.c.status.type) for v in values])
 
 
 def _owned_run() -> Any:
@@ -64,13 +83,13 @@ _created = bindparam("b_created", type_=RUNS.c.created_at.type)
 # Both counts a claim needs, each an index range (owner+status, owner+thread+status).
 CLAIM_COUNTS = select(
     select(func.count()).where(
-        RUNS.c.owner_id == bindparam("b_owner"), RUNS.c.status.in_(_values(EXECUTING)),
+        RUNS.c.owner_id == bindparam("b_owner"), _status_in(_values(EXECUTING)),
     ).scalar_subquery(),
     select(func.count()).where(
         RUNS.c.owner_id == bindparam("b_owner"), RUNS.c.thread_id == bindparam("b_thread"),
-        RUNS.c.id != bindparam("b_run"), RUNS.c.status.in_(_values(ACTIVE)),
+        RUNS.c.id != bindparam("b_run"), _status_in(_values(ACTIVE)),
         or_(  # executing, or waiting since before this run
-            RUNS.c.status.in_(_values(EXECUTING)),
+            _status_in(_values(EXECUTING)),
             RUNS.c.created_at < _created,
             and_(RUNS.c.created_at == _created, RUNS.c.id < bindparam("b_run")),
         ),
@@ -80,49 +99,61 @@ CLAIM_COUNTS = select(
 MARK_BLOCKED = update(RUNS).where(_owned_run()).values(blocked_at=bindparam("b_now"))
 
 CLAIM = update(RUNS).where(
-    _owned_run(), RUNS.c.status.in_(_values(WAITING)), RUNS.c.attempt == bindparam("b_prev"),
+    _owned_run(), _status_in(_values(WAITING)), RUNS.c.attempt == bindparam("b_prev"),
 ).values(status=RunStatus.RUNNING.value, attempt=bindparam("b_attempt"),
          started_at=bindparam("b_now"), lease_expires_at=bindparam("b_lease"),
          deadline_at=bindparam("b_deadline"), blocked_at=None)
+
+# The claim that also numbers the run's first event (logged in the same transaction): one
+# UPDATE where a claim and then NEXT_SEQ_OF_ATTEMPT would be two.
+CLAIM_NUMBERED = CLAIM.values(last_seq=RUNS.c.last_seq + 1).returning(RUNS.c.last_seq)
 
 NEXT_SEQ = update(RUNS).where(_owned_run()).values(
     last_seq=RUNS.c.last_seq + 1).returning(RUNS.c.last_seq)
 # The same, for a worker's attempt: only while that attempt holds the run.
 NEXT_SEQ_OF_ATTEMPT = update(RUNS).where(
     _owned_run(), RUNS.c.attempt == bindparam("b_attempt"),
-    RUNS.c.status.in_(_values(EXECUTING)),
+    _status_in(_values(EXECUTING)),
 ).values(last_seq=RUNS.c.last_seq + 1).returning(RUNS.c.last_seq)
 
 INSERT_EVENT = insert(EVENTS)
 
 NEXT_BLOCKED = select(RUNS.c.id).where(
-    RUNS.c.owner_id == bindparam("b_owner"), RUNS.c.status.in_(_values(WAITING)),
+    RUNS.c.owner_id == bindparam("b_owner"), _status_in(_values(WAITING)),
     RUNS.c.blocked_at.is_not(None),
 ).order_by(RUNS.c.created_at, RUNS.c.id).limit(bindparam("b_limit", type_=Integer()))
 
 
 @lru_cache(maxsize=64)
 def transition(from_values: tuple[str, ...], with_attempt: bool, with_lease: bool,
-               columns: tuple[str, ...]) -> Any:
+               columns: tuple[str, ...], numbered: bool = False) -> Any:
     """The conditional status change of one call shape (few exist: engine end, cancel,
-    reaper, watchdog), built once; values arrive as `v_<column>`, the conditions as `b_*`."""
-    stmt = update(RUNS).where(_owned_run(), RUNS.c.status.in_(list(from_values)))
+    reaper, watchdog), built once; values arrive as `v_<column>`, the conditions as `b_*`.
+    `numbered`: the same UPDATE also takes the run's next `seq` (for the event logged with
+    the change) and returns it."""
+    stmt = update(RUNS).where(_owned_run(), _status_in(from_values))
     if with_attempt:
         stmt = stmt.where(RUNS.c.attempt == bindparam("b_attempt"))
     if with_lease:
         stmt = stmt.where(RUNS.c.lease_expires_at < bindparam("b_lease_before",
                                                                type_=RUNS.c.lease_expires_at.type))
-    return stmt.values({RUNS.c[name]: bindparam(f"v_{name}", type_=RUNS.c[name].type)
+    stmt = stmt.values({RUNS.c[name]: bindparam(f"v_{name}", type_=RUNS.c[name].type)
                         for name in columns})
+    if numbered:
+        stmt = stmt.values(last_seq=RUNS.c.last_seq + 1).returning(RUNS.c.last_seq)
+    return stmt
 
 
 COUNT_WAITING = select(func.count()).where(
-    RUNS.c.owner_id == bindparam("b_owner"), RUNS.c.status.in_(_values(WAITING)))
+    RUNS.c.owner_id == bindparam("b_owner"), _status_in(_values(WAITING)))
 
-ACTIVE_IN_THREAD = select(RUNS.c.id).where(
+# No ORDER BY: with one, SQLite walks the thread's whole history in the (owner, thread,
+# created_at) index to skip a sort; without, it reads the few active rows through the
+# (owner, thread, status) index. The caller orders them.
+ACTIVE_IN_THREAD = select(RUNS.c.id, RUNS.c.created_at).where(
     RUNS.c.owner_id == bindparam("b_owner"), RUNS.c.thread_id == bindparam("b_thread"),
-    RUNS.c.status.in_(_values(ACTIVE)),
-).order_by(RUNS.c.created_at)
+    _status_in(_values(ACTIVE)),
+)
 
 # The owner's thread, created on first use (another owner's same id is another thread).
 ENSURE_THREAD = {name: stmt.on_conflict_do_nothing() for name, stmt in _per_dialect(
@@ -130,5 +161,22 @@ ENSURE_THREAD = {name: stmt.on_conflict_do_nothing() for name, stmt in _per_dial
                                     created_at=bindparam("b_now"))).items()}
 
 INSERT_RUN = insert(RUNS)
+
+_NEW_RUN_COLUMNS = ("id", "owner_id", "thread_id", "agent", "input", "metadata", "request_id",
+                    "status", "created_at", "attempt", "last_seq", "queue", "idempotency_key",
+                    "dispatch", "dispatched_at")
+# A new run, inserted only while its owner has fewer than `b_max` waiting runs: the queued
+# limit's check and the write are one statement (one fewer per submission, and the count is
+# taken under the insert's write lock). Values arrive as `v_<column>`; no row back: limit
+# reached.
+INSERT_RUN_IF_ROOM = insert(RUNS).from_select(
+    list(_NEW_RUN_COLUMNS),
+    select(*(bindparam(f"v_{name}", type_=RUNS.c[name].type) for name in _NEW_RUN_COLUMNS))
+    .where(select(func.count()).where(
+        RUNS.c.owner_id == bindparam("v_owner_id", type_=RUNS.c.owner_id.type),
+        _status_in(_values(WAITING)),
+    ).scalar_subquery() < bindparam("b_max", type_=Integer())),
+    include_defaults=False,
+).returning(RUNS.c.id)  # (psycopg's rowcount of an INSERT ... SELECT is -1: read a row back)
 
 RUN_STATUS = select(RUNS.c.status).where(_owned_run(), RUNS.c.attempt == bindparam("b_attempt"))

@@ -60,6 +60,11 @@ _TERMINAL_EVENTS = {
 }
 
 
+def started_data(ctx: UserExecutionContext, attempt: int | None) -> dict[str, Any]:
+    """The `agent_started` event's data (logged by the engine, or with the claim)."""
+    return {"agent": ctx.agent, "input": ctx.input, "attempt": attempt}
+
+
 class StepLimitExceeded(AgentError):
     """The agent made more thinking/tool steps than its limits allow."""
 
@@ -138,11 +143,18 @@ class ExecutionEngine:
         self.emit(EventType.TOOL_COMPLETED, {"tool": name, "call_id": call_id, "result": result})
         return result
 
-    def run(self) -> Outcome:
-        """Run the agent to a terminal state; never raises for the agent's own failures."""
+    def run(self, started: Event | None = None) -> Outcome:
+        """Run the agent to a terminal state; never raises for the agent's own failures.
+
+        `started`: the run's `agent_started` when the worker already logged it (in the claim's
+        transaction) and published it; the engine then only tells its observers.
+        """
         try:
-            self.emit(EventType.AGENT_STARTED, {"agent": self.ctx.agent, "input": self.ctx.input,
-                                                "attempt": getattr(self._emitter, "attempt", None)})
+            if started is None:
+                self.emit(EventType.AGENT_STARTED,
+                          started_data(self.ctx, getattr(self._emitter, "attempt", None)))
+            else:
+                self._notify(started)
             if self.agent is None:
                 return self.finish(Outcome(RunStatus.FAILED,
                                            error=f"agent {self.ctx.agent!r} unavailable"))

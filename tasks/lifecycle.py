@@ -5,18 +5,22 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from events.bridge import EventBridge
 from events.types import EventType
-from factories.context import UserExecutionContext
 from storage import queries
 from storage.db import Database
 from storage.models import EXECUTING, RunStatus
+
+if TYPE_CHECKING:  # annotations only: importing factories here would close an import cycle
+    from events.bridge import EventBridge
+    from factories.context import UserExecutionContext
 
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 70  # exit status of a prefork child that ended its own run
@@ -30,10 +34,41 @@ class RunTimedOut(Exception):
     """The run passed its soft time limit; raised into the agent at its next step."""
 
 
+class WatchdogThreads:
+    """Long-lived daemon threads that run watchdogs, reused from run to run: starting a thread
+    for every run cost about a tenth of a short run's time in a busy worker. Process-wide
+    (one per worker process, built after the fork); it holds idle threads, no run's data."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Run `job` on an idle thread, or on a new one when all are busy (never queued)."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="watchdog",
+                             daemon=True).start()
+        inbox.put(job)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            job = inbox.get()
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - a watchdog's failure must not kill the thread
+                log.exception("watchdog failed")
+            with self._lock:
+                self._idle.append(inbox)
+
+
 class RunControl:
     def __init__(
         self, *, db: Database, ctx: UserExecutionContext, attempt: int, bridge: EventBridge,
         heartbeat_interval: float, cancel_grace: float, can_terminate: bool,
+        watchdogs: WatchdogThreads | None = None,
     ) -> None:
         self._db = db
         self.ctx = ctx
@@ -44,6 +79,7 @@ class RunControl:
         self._can_terminate = can_terminate
         self._started = time.monotonic()
         self._stop = threading.Event()
+        self._watchdogs = watchdogs
         self.superseded = False
 
     def elapsed(self) -> float:
@@ -69,14 +105,23 @@ class RunControl:
     @contextmanager
     def watching(self) -> Iterator[None]:
         # Run in a copy of this context, so the watchdog's log lines carry the run's ids.
-        thread = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,),
-                                  name=f"watchdog-{self.ctx.run_id}", daemon=True)
-        thread.start()
+        context, done = contextvars.copy_context(), threading.Event()
+
+        def watch() -> None:
+            try:
+                context.run(self._watch)
+            finally:
+                done.set()
+
+        if self._watchdogs is not None:
+            self._watchdogs.run(watch)
+        else:
+            threading.Thread(target=watch, name=f"watchdog-{self.ctx.run_id}", daemon=True).start()
         try:
             yield
         finally:
             self._stop.set()
-            thread.join(self._interval)
+            done.wait(self._interval)
 
     def _watch(self) -> None:
         # Renewed twice per lease so one slow database write does not lose it.
@@ -89,6 +134,11 @@ class RunControl:
                 log.warning("lease renewal of run %s failed", self.ctx.run_id, exc_info=True)
                 continue
             if held is None:
+                # This attempt may have just finished the run itself: the engine commits the
+                # terminal state a moment before `watching` ends. Give it a heartbeat to say so
+                # rather than end a worker child that completed its run.
+                if self._stop.wait(self._interval):
+                    return
                 self.superseded = True
                 self._end("run was taken over by another attempt or finished elsewhere")
                 return

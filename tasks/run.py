@@ -8,12 +8,13 @@ from typing import Any
 
 from celery import shared_task
 
+from events.types import EventType
 from factories.context import UserExecutionContext, claimed_run_id, verify_context
 from runlane import logs, metrics
 from runlane.errors import ContextTampered, MalformedContext, UnprocessableInput
-from storage import queries
 from storage.queries import Claim
 from tasks import worker
+from tasks.engine import started_data
 from tasks.lifecycle import RunControl
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,14 @@ def _execute(
     self: Any, runtime: worker.WorkerRuntime, ctx: UserExecutionContext, dispatch: int | None
 ) -> str:
     settings = runtime.settings
-    with runtime.db.session() as session:
-        claim, attempt = queries.claim_run(
-            session, ctx.user_id, ctx.run_id, dispatch=dispatch,
-            max_running=settings.max_running_per_user, lease_seconds=settings.heartbeat_interval,
-            hard_limit=ctx.limits.hard_time_limit,
-        )
+    # The claim and the run's agent_started share one transaction (one commit fewer before
+    # the first event); the event is published as soon as that commits.
+    claim, attempt, started_event = runtime.events.claim(
+        ctx.user_id, ctx.run_id, ctx.thread_id, dispatch=dispatch,
+        max_running=settings.max_running_per_user, lease_seconds=settings.heartbeat_interval,
+        hard_limit=ctx.limits.hard_time_limit, started_type=EventType.AGENT_STARTED.value,
+        started_data=lambda attempt: started_data(ctx, attempt),
+    )
     if claim is Claim.STALE:
         log.info("run %s: message %s is stale (duplicate, cancelled or re-sent); dropped",
                  ctx.run_id, dispatch)
@@ -54,14 +57,16 @@ def _execute(
         # Step aside so other users' runs use this worker; a finishing run nudges us sooner.
         raise self.retry(countdown=min(0.25 * 2 ** self.request.retries, 5.0))
 
+    assert started_event is not None  # logged with every successful claim
+    with metrics.timed(metrics.FACTORY_BUILD, factory="bridge"):
+        bridge = runtime.bridges.create(ctx, attempt)
+    bridge.announce(started_event)
     metrics.run_status("running", ctx.agent)
     if attempt == 1:
         metrics.QUEUE_WAIT.labels(agent=ctx.agent).observe(
             max(0.0, (datetime.now(timezone.utc) - ctx.created_at).total_seconds()))
     log.info("run started: agent %s, attempt %d", ctx.agent, attempt)
     started = time.monotonic()
-    with metrics.timed(metrics.FACTORY_BUILD, factory="bridge"):
-        bridge = runtime.bridges.create(ctx, attempt)
     try:
         with metrics.timed(metrics.FACTORY_BUILD, factory="agent"):
             agent = runtime.agents.create(ctx)
@@ -70,12 +75,12 @@ def _execute(
     control = RunControl(
         db=runtime.db, ctx=ctx, attempt=attempt, bridge=bridge,
         heartbeat_interval=settings.heartbeat_interval, cancel_grace=settings.cancel_grace,
-        can_terminate=runtime.can_terminate,
+        can_terminate=runtime.can_terminate, watchdogs=runtime.watchdogs,
     )
     with metrics.timed(metrics.FACTORY_BUILD, factory="engine"):
         engine = runtime.engines.create(ctx, agent, bridge, control)
     with control.watching():
-        outcome = engine.run()
+        outcome = engine.run(started=started_event)
     status = outcome.status.value if outcome.status else "superseded"
     elapsed = time.monotonic() - started
     metrics.RUN_DURATION.labels(agent=ctx.agent, status=status).observe(elapsed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import signals
@@ -27,6 +27,7 @@ from storage import queries
 from storage.db import Database
 from storage.models import ACTIVE, RunStatus
 from tasks.dispatch import Dispatcher
+from tasks.lifecycle import WatchdogThreads
 from tasks.reaper import Reaper
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class WorkerRuntime:
     dispatcher: Dispatcher
     can_terminate: bool = False  # True only in a prefork child, which may end itself
     reaper: Reaper | None = None
+    watchdogs: WatchdogThreads = field(default_factory=WatchdogThreads)  # this process's
 
     @classmethod
     def build(cls, settings: Settings, *, can_terminate: bool = False) -> "WorkerRuntime":

@@ -25,7 +25,9 @@ def over_limit(client: redis.Redis, prefix: str, kind: str, user_id: str, limit:
     now = int(time.time())
     key = f"{prefix}:rl:{kind}:{user_id}:{now // WINDOW}"
     try:
-        pipe = client.pipeline()
+        # One round trip; no MULTI/EXEC around it (two more commands to send and parse): the
+        # INCR counts atomically on its own, and the EXPIRE only bounds the key's life.
+        pipe = client.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, WINDOW + 5)
         count = int(pipe.execute()[0])

@@ -69,6 +69,9 @@ class RunService:
         self._dispatcher = dispatcher
         self._bridges = bridges
         self._max_queued = max_queued
+        # One compiled validator per agent class: building one (schema check, ref resolver)
+        # costs more than validating a small input. Schemas are code, not user data.
+        self._validators: dict[type, Draft202012Validator] = {}
 
     def validate_input(self, agent: str, value: Any) -> None:
         """Raises UnprocessableInput naming the unknown agent or each failing input path."""
@@ -77,7 +80,9 @@ class RunService:
             raise UnprocessableInput(
                 f"unknown agent {agent!r}", errors=[{"path": "/agent", "message": "unknown agent"}]
             )
-        validator = Draft202012Validator(agent_cls.input_schema)
+        validator = self._validators.get(agent_cls)
+        if validator is None:
+            validator = self._validators[agent_cls] = Draft202012Validator(agent_cls.input_schema)
         failures = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if failures:
             raise UnprocessableInput(
@@ -108,24 +113,31 @@ class RunService:
             existing = self._existing(ctx.user_id, idempotency_key)
             if existing is not None:
                 return existing, True
-        with self._db.session() as session:
-            if queries.count_waiting(session, ctx.user_id) >= self._max_queued:
-                raise TooManyRequests(f"more than {self._max_queued} runs waiting",
-                                      retry_after=5)
-            active = queries.active_ids_in_thread(session, ctx.user_id, ctx.thread_id)
-        if active and strategy == "reject":
-            raise Conflict(f"thread {ctx.thread_id} has an active run", active_runs=active)
-        if strategy == "interrupt":
+        if strategy == "interrupt":  # cancelling takes transactions of its own: before ours
+            with self._db.session() as session:
+                self._check_queued(session, ctx.user_id)
+                active = queries.active_ids_in_thread(session, ctx.user_id, ctx.thread_id)
             for run_id in active:
                 self._cancel(ctx.user_id, run_id, missing_ok=True)
         try:
-            with self._db.session() as session:
+            # The checks and the writes share one transaction (one commit per submission), and
+            # the insert itself enforces the queued limit (no separate count).
+            with self._db.transaction() as session:
+                if strategy == "reject":
+                    self._check_queued(session, ctx.user_id)  # 429 before 409, as always
+                    active = queries.active_ids_in_thread(session, ctx.user_id, ctx.thread_id)
+                    if active:
+                        raise Conflict(f"thread {ctx.thread_id} has an active run",
+                                       active_runs=active)
                 run = queries.create_run(
                     session, ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
                     agent=ctx.agent, input=ctx.input, metadata=metadata or {},
                     request_id=ctx.request_id, created_at=ctx.created_at,
                     queue=self._dispatcher.queue_for(ctx.agent), idempotency_key=idempotency_key,
+                    max_waiting=self._max_queued,
                 )
+                if run is None:
+                    raise self._too_many()
                 resource = to_resource(run)
             metrics.run_status(RunStatus.QUEUED.value, ctx.agent)
         except IntegrityError:  # the same key, submitted concurrently
@@ -138,6 +150,13 @@ class RunService:
         except Exception:  # broker down: the run stays queued; the reaper re-sends it
             log.exception("could not send run %s; it stays queued", ctx.run_id)
         return resource, False
+
+    def _check_queued(self, session: queries.Executor, owner_id: str) -> None:
+        if queries.count_waiting(session, owner_id) >= self._max_queued:
+            raise self._too_many()
+
+    def _too_many(self) -> TooManyRequests:
+        return TooManyRequests(f"more than {self._max_queued} runs waiting", retry_after=5)
 
     def _existing(self, owner_id: str, key: str) -> RunResource | None:
         with self._db.session() as session:

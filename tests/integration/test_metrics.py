@@ -39,7 +39,14 @@ def test_a_run_shows_in_every_run_event_and_factory_series(users: Tokens, live_s
         before = scrape(live_server)
         run_id = alice.submit("t1", "demo", {"steps": 2, "delay_ms": 1})["run_id"]
         events = socket.events_until_done({run_id})
-        after = scrape(live_server)  # the socket is still open
+        # The worker records the run's duration just after it publishes the terminal event.
+        deadline = time.monotonic() + 10
+        while True:
+            after = scrape(live_server)  # the socket is still open
+            if grew(before, after, "runlane_run_duration_seconds_count", agent="demo",
+                    status="completed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         socket.close()
 
