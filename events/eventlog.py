@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from events.types import Event
-from storage import queries
+from storage import event_queries, queries
 from storage.db import Database
 from storage.models import EventRecord, RunStatus
 
@@ -30,7 +30,7 @@ class EventLog:
     ) -> Event:
         """Raises queries.Superseded when `attempt` no longer holds the run."""
         with self._db.transaction() as session:
-            record = queries.append_event(
+            record = event_queries.append_event(
                 session, owner_id, run_id, thread_id, type, data, attempt=attempt
             )
             return _to_event(record)
@@ -53,8 +53,8 @@ class EventLog:
             )
             if claim is not queries.Claim.CLAIMED:
                 return claim, attempt, None
-            record = queries.append_event(session, owner_id, run_id, thread_id, started_type,
-                                          started_data(attempt), seq=seq)
+            record = event_queries.append_event(session, owner_id, run_id, thread_id,
+                                                started_type, started_data(attempt), seq=seq)
             return claim, attempt, _to_event(record)
 
     def transition(
@@ -70,8 +70,8 @@ class EventLog:
                                               lease_before=lease_before, **values)
             if seq is None:
                 return None
-            return _to_event(queries.append_event(session, owner_id, run_id, thread_id,
-                                                  event_type, data, seq=seq))
+            return _to_event(event_queries.append_event(session, owner_id, run_id, thread_id,
+                                                        event_type, data, seq=seq))
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000
@@ -79,32 +79,33 @@ class EventLog:
         with self._db.session() as session:
             return [
                 _to_event(r)
-                for r in queries.user_events_after(
+                for r in event_queries.user_events_after(
                     session, owner_id, after_cursor, thread_id=thread_id, limit=limit
                 )
             ]
 
     def last_cursor(self, owner_id: str) -> int:
         with self._db.session() as session:
-            return queries.last_cursor(session, owner_id)
+            return event_queries.last_cursor(session, owner_id)
 
     def replay_gap(self, owner_id: str, after: int, run_id: str | None = None) -> bool:
         """True when events after `after` (a cursor, or a run's seq) were purged by retention,
         so a replay from there cannot be complete."""
         with self._db.session() as session:
-            oldest = queries.oldest_retained(session, owner_id, run_id)
+            oldest = event_queries.oldest_retained(session, owner_id, run_id)
             if run_id is not None:
                 run = queries.get_run(session, owner_id, run_id)
                 newest = run.last_seq if run is not None else 0
             else:
-                newest = queries.last_cursor(session, owner_id)
+                newest = event_queries.last_cursor(session, owner_id)
         if newest <= after:
             return False
         return oldest is None or oldest > after + 1
 
     def purge(self, older_than: timedelta) -> int:
         with self._db.session() as session:
-            return queries.purge_events_before(session, datetime.now(timezone.utc) - older_than)
+            cutoff = datetime.now(timezone.utc) - older_than
+            return event_queries.purge_events_before(session, cutoff)
 
     def read_after(
         self, owner_id: str, run_id: str, after_seq: int = 0, limit: int = 1000
@@ -112,5 +113,5 @@ class EventLog:
         with self._db.session() as session:
             return [
                 _to_event(r)
-                for r in queries.events_after(session, owner_id, run_id, after_seq, limit)
+                for r in event_queries.events_after(session, owner_id, run_id, after_seq, limit)
             ]

@@ -1,4 +1,5 @@
-"""The only SQL that reads or writes user-owned rows; every function takes `owner_id` first.
+"""The SQL of user-owned runs and threads: submission, reads, the claim, status changes and
+leases; every function takes `owner_id` first (the event log's is in `event_queries`).
 
 Ownership is part of each WHERE clause, so a foreign id and a missing id are the same
 `None` to the caller.
@@ -9,23 +10,21 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage import statements
 from storage.models import (
     EXECUTING,
     WAITING,
-    EventRecord,
     Run,
     RunStatus,
     Thread,
-    UserStream,
     utcnow,
 )
 
 
-def _rowcount(result: Any) -> int:
+def rowcount(result: Any) -> int:
     """Rows an UPDATE/DELETE matched (typed: Result hides CursorResult.rowcount)."""
     return int(result.rowcount)
 
@@ -35,14 +34,14 @@ def _rowcount(result: Any) -> int:
 Executor = Session | Connection
 
 
-def _dialect(session: Executor) -> str:
+def dialect(session: Executor) -> str:
     bind = session if isinstance(session, Connection) else session.get_bind()
     return "postgresql" if bind.dialect.name == "postgresql" else "sqlite"
 
 
 def ensure_thread(session: Executor, owner_id: str, thread_id: str) -> None:
     """Create the owner's thread on first use; another owner's same id is a different thread."""
-    session.execute(statements.ENSURE_THREAD[_dialect(session)],
+    session.execute(statements.ENSURE_THREAD[dialect(session)],
                     {"b_owner": owner_id, "b_thread": thread_id, "b_now": utcnow()})
 
 
@@ -121,7 +120,7 @@ class Claim(enum.Enum):
 def _lock_user(session: Executor, owner_id: str) -> None:
     """Serialise one user's claims: one upsert that takes the user's row lock (PostgreSQL) or
     the write lock (SQLite) until the transaction ends, creating the row on first use."""
-    session.execute(statements.LOCK_USER[_dialect(session)], {"b_owner": owner_id})
+    session.execute(statements.LOCK_USER[dialect(session)], {"b_owner": owner_id})
 
 
 def claim_run(
@@ -174,7 +173,7 @@ def _claim(
     if numbered:
         seq = session.execute(statements.CLAIM_NUMBERED, params).scalar_one_or_none()
         return (Claim.CLAIMED, attempt, seq) if seq is not None else (Claim.STALE, 0, None)
-    claimed = _rowcount(session.execute(statements.CLAIM, params))
+    claimed = rowcount(session.execute(statements.CLAIM, params))
     return (Claim.CLAIMED, attempt, None) if claimed == 1 else (Claim.STALE, 0, None)
 
 
@@ -199,7 +198,7 @@ def transition(
     stmt, params = _transition(owner_id, run_id, to=to, from_statuses=from_statuses,
                                attempt=attempt, lease_before=lease_before, values=values,
                                numbered=False)
-    return _rowcount(session.execute(stmt, params)) == 1
+    return rowcount(session.execute(stmt, params)) == 1
 
 
 def transition_numbered(
@@ -248,7 +247,7 @@ def renew_lease(
 
     Returns the run's status and when cancellation was requested.
     """
-    renewed = _rowcount(session.execute(
+    renewed = rowcount(session.execute(
         update(Run)
         .where(Run.owner_id == owner_id, Run.id == run_id, Run.attempt == attempt,
                Run.status.in_(_values(EXECUTING)))
@@ -325,85 +324,3 @@ def undispatched(session: Session, before: datetime, limit: int = 100) -> list[R
 
 class Superseded(Exception):
     """The attempt that tried to write no longer holds the run (reaped, cancelled, finished)."""
-
-
-def append_event(
-    session: Executor, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
-    *, attempt: int | None = None, seq: int | None = None,
-) -> EventRecord:
-    """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
-
-    Both counters are incremented in the database, so a run redelivered to another worker
-    continues its sequence, and the owner's row lock orders cursors as commits land. With
-    `attempt`, only that attempt, while executing, may append. `seq`: already taken in this
-    transaction by the UPDATE that changed the run (`claim_and_number`, `transition_numbered`).
-
-    Raises:
-        Superseded: `attempt` no longer holds the run.
-    """
-    key = {"b_owner": owner_id, "b_run": run_id}
-    if seq is None:
-        if attempt is None:
-            seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
-        else:
-            seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
-                                  {**key, "b_attempt": attempt}).scalar_one_or_none()
-        if seq is None:
-            raise Superseded(run_id)
-    cursor = session.execute(statements.NEXT_CURSOR[_dialect(session)],
-                             {"b_owner": owner_id}).scalar_one()
-    values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
-              "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
-    # A Core insert (no unit of work to flush); the record handed back is not session-bound.
-    session.execute(statements.INSERT_EVENT, values)
-    return EventRecord(**values)
-
-
-def events_after(
-    session: Session, owner_id: str, run_id: str, after_seq: int, limit: int = 1000
-) -> list[EventRecord]:
-    stmt = (
-        select(EventRecord)
-        .where(
-            EventRecord.owner_id == owner_id,
-            EventRecord.run_id == run_id,
-            EventRecord.seq > after_seq,
-        )
-        .order_by(EventRecord.seq)
-        .limit(limit)
-    )
-    return list(session.execute(stmt).scalars())
-
-
-def user_events_after(
-    session: Session, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
-    limit: int = 1000,
-) -> list[EventRecord]:
-    """The owner's events after a per-user cursor, oldest first (optionally one thread's)."""
-    stmt = select(EventRecord).where(
-        EventRecord.owner_id == owner_id, EventRecord.cursor > after_cursor
-    )
-    if thread_id is not None:
-        stmt = stmt.where(EventRecord.thread_id == thread_id)
-    return list(session.execute(stmt.order_by(EventRecord.cursor).limit(limit)).scalars())
-
-
-def last_cursor(session: Session, owner_id: str) -> int:
-    """The owner's newest cursor (0 before any event)."""
-    stmt = select(UserStream.last_cursor).where(UserStream.owner_id == owner_id)
-    return int(session.execute(stmt).scalar_one_or_none() or 0)
-
-
-def oldest_retained(session: Session, owner_id: str, run_id: str | None = None) -> int | None:
-    """The smallest cursor (or, for a run, seq) still stored; None when nothing is."""
-    column = EventRecord.seq if run_id else EventRecord.cursor
-    stmt = select(func.min(column)).where(EventRecord.owner_id == owner_id)
-    if run_id:
-        stmt = stmt.where(EventRecord.run_id == run_id)
-    value = session.execute(stmt).scalar_one_or_none()
-    return int(value) if value is not None else None
-
-
-def purge_events_before(session: Session, cutoff: datetime) -> int:
-    """Delete every event older than `cutoff` (retention); not owner-scoped by design."""
-    return _rowcount(session.execute(delete(EventRecord).where(EventRecord.ts < cutoff)))

@@ -10,6 +10,7 @@ import websocket
 from runlane.embedded import EmbeddedRedis
 from tests.processes import free_port, web_process, worker_process
 from tests.support import EventSocket
+from webapp.sockets import CloseCode
 
 
 def test_client_resumes_on_a_second_web_process_with_exactly_the_missed_events(
@@ -90,12 +91,17 @@ def test_a_client_that_does_not_read_is_cut_off_while_others_are_served(
     assert [e["seq"] for e in events] == list(range(1, 5 * 3 + 3))
     for run_id in flood:
         slow.wait_for_state(run_id, {"completed"}, timeout=60)
-    # Now read the stalled socket: buffered frames, then the close with Runlane's code.
+    # Now read the stalled socket: buffered frames, then the cut. A client that read nothing
+    # for a ping interval after its queue overflowed is shut down without a close frame; one
+    # whose writer could still send gets Runlane's 4008 (docs/websocket.md). Which one depends
+    # on how long the flood took; a socket that was never cut fails either way (a read times
+    # out, or frames keep coming past the deadline).
     deadline = time.monotonic() + 30
     try:
         while stalled.recv_json(timeout=10) is not None and time.monotonic() < deadline:
             pass
-    except websocket.WebSocketConnectionClosedException:
-        pass  # the server shut the connection after its close frame
-    assert stalled.close_code == 4008
+        cut: int | str | None = stalled.close_code
+    except (websocket.WebSocketConnectionClosedException, ConnectionResetError):
+        cut = "shut down"
+    assert cut in (CloseCode.SLOW_CONSUMER, "shut down"), cut
     normal.close()

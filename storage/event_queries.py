@@ -1,0 +1,96 @@
+"""The SQL of the event log: numbering and storing events, reading them back for replay, and
+retention. Every read and write but the retention purge filters by owner in SQL.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from storage import statements
+from storage.models import EventRecord, UserStream, utcnow
+from storage.queries import Executor, Superseded, dialect, rowcount
+
+
+def append_event(
+    session: Executor, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
+    *, attempt: int | None = None, seq: int | None = None,
+) -> EventRecord:
+    """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
+
+    Both counters are incremented in the database, so a run redelivered to another worker
+    continues its sequence, and the owner's row lock orders cursors as commits land. With
+    `attempt`, only that attempt, while executing, may append. `seq`: already taken in this
+    transaction by the UPDATE that changed the run (`claim_and_number`, `transition_numbered`).
+
+    Raises:
+        Superseded: `attempt` no longer holds the run.
+    """
+    key = {"b_owner": owner_id, "b_run": run_id}
+    if seq is None:
+        if attempt is None:
+            seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
+        else:
+            seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
+                                  {**key, "b_attempt": attempt}).scalar_one_or_none()
+        if seq is None:
+            raise Superseded(run_id)
+    cursor = session.execute(statements.NEXT_CURSOR[dialect(session)],
+                             {"b_owner": owner_id}).scalar_one()
+    values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
+              "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
+    # A Core insert (no unit of work to flush); the record handed back is not session-bound.
+    session.execute(statements.INSERT_EVENT, values)
+    return EventRecord(**values)
+
+
+def events_after(
+    session: Session, owner_id: str, run_id: str, after_seq: int, limit: int = 1000
+) -> list[EventRecord]:
+    stmt = (
+        select(EventRecord)
+        .where(
+            EventRecord.owner_id == owner_id,
+            EventRecord.run_id == run_id,
+            EventRecord.seq > after_seq,
+        )
+        .order_by(EventRecord.seq)
+        .limit(limit)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def user_events_after(
+    session: Session, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
+    limit: int = 1000,
+) -> list[EventRecord]:
+    """The owner's events after a per-user cursor, oldest first (optionally one thread's)."""
+    stmt = select(EventRecord).where(
+        EventRecord.owner_id == owner_id, EventRecord.cursor > after_cursor
+    )
+    if thread_id is not None:
+        stmt = stmt.where(EventRecord.thread_id == thread_id)
+    return list(session.execute(stmt.order_by(EventRecord.cursor).limit(limit)).scalars())
+
+
+def last_cursor(session: Session, owner_id: str) -> int:
+    """The owner's newest cursor (0 before any event)."""
+    stmt = select(UserStream.last_cursor).where(UserStream.owner_id == owner_id)
+    return int(session.execute(stmt).scalar_one_or_none() or 0)
+
+
+def oldest_retained(session: Session, owner_id: str, run_id: str | None = None) -> int | None:
+    """The smallest cursor (or, for a run, seq) still stored; None when nothing is."""
+    column = EventRecord.seq if run_id else EventRecord.cursor
+    stmt = select(func.min(column)).where(EventRecord.owner_id == owner_id)
+    if run_id:
+        stmt = stmt.where(EventRecord.run_id == run_id)
+    value = session.execute(stmt).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+def purge_events_before(session: Session, cutoff: datetime) -> int:
+    """Delete every event older than `cutoff` (retention); not owner-scoped by design."""
+    return rowcount(session.execute(delete(EventRecord).where(EventRecord.ts < cutoff)))
