@@ -1,5 +1,6 @@
 """The baseline of the submission benchmark: a bare Flask JSON route, served by the same
-gunicorn/gevent settings as Runlane's web process (`runlane.gunicorn_conf`)."""
+gunicorn/gevent settings as Runlane's web process (`runlane.gunicorn_conf`); and the
+hand-rolled glue of the e2e benchmark's reference: a route that sends a bare Celery task."""
 from __future__ import annotations
 
 from flask import Flask, Response, request
@@ -17,3 +18,16 @@ def submit() -> tuple[Response, int]:
 @app.get("/healthz")
 def healthz() -> str:
     return "ok"
+
+
+@app.post("/glue")
+def glue() -> tuple[Response, int]:
+    """Hand-rolled glue, the least an HTTP front to Celery does: parse the JSON body, send the
+    bare `ping` task (which publishes `payload` on `channel`), answer 202. No auth, no rate
+    limit, no database, no router: what Runlane's guarantees are measured against."""
+    import bare_celery  # only this route needs Celery (and REDIS_URL)
+
+    body = request.get_json()
+    bare_celery.ping.apply_async(args=[body["channel"], body["payload"]])
+    return {"status": "queued"}, 202
+

@@ -278,3 +278,20 @@ def write_result(name: str, result: dict[str, object]) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     return path
+
+
+def start_bare_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`bench/bare_json_app.py` under Runlane's gunicorn settings (its own process group)."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
+             "-b", f"127.0.0.1:{port}", "bare_json_app:app"],
+            env={**env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(port)
+    except Exception:
+        stop_group(process)
+        raise
+    return process, port

@@ -9,7 +9,10 @@ worker process `celery -A tasks worker -P prefork -c 1`, embedded Redis, SQLite)
 Raw floor, same Redis, same Celery settings (`bench/bare_celery.py` loads `celeryconfig`):
 a bare Celery task round trip (send -> a prefork `-c 1` worker runs the task -> it publishes
 on a Redis channel -> a redis-py subscriber here gets it), and the bare Redis
-publish -> subscriber hop alone. Runs are sequential (one in flight), measured in interleaved
+publish -> subscriber hop alone. Reference (not a floor): the same round trip started over
+HTTP by hand-rolled glue, a bare Flask route under the same gunicorn settings that only sends
+the task (`bench/bare_json_app.py` `/glue`): what the HTTP hop alone adds, before any of
+Runlane's guarantees (auth, rate limit, the run committed before the send, the log, the router). Runs are sequential (one in flight), measured in interleaved
 blocks so that the machine's noise falls on both sides alike.
 Writes bench/results/e2e.json.
 """
@@ -35,6 +38,7 @@ from common import (  # noqa: E402
     percentile,
     print_table,
     read_ready,
+    start_bare_web,
     start_worker,
     stop_group,
     stop_on_sigterm,
@@ -210,6 +214,33 @@ class CeleryFloor:
         self._subscriber.close()
 
 
+class GlueReference:
+    """POST to the bare Flask route `/glue` -> it sends `bare.ping` -> our subscriber."""
+
+    def __init__(self, port: int, redis_url: str) -> None:
+        self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        self._channel = f"bench:glue:{uuid.uuid4().hex}"
+        self._subscriber = Subscriber(redis_url, self._channel)
+        self.times: list[float] = []
+
+    def one(self, n: int, *, record: bool = True) -> None:
+        token = f"{n}-{uuid.uuid4().hex}"
+        body = json.dumps({"channel": self._channel, "payload": token})
+        t0 = time.perf_counter()
+        self._http.request("POST", "/glue", body, {"Content-Type": "application/json"})
+        response = self._http.getresponse()
+        response.read()
+        if response.status != 202:
+            raise RuntimeError(f"/glue answered {response.status}")
+        arrived = self._subscriber.wait(token)
+        if record:
+            self.times.append((arrived - t0) * 1000)
+
+    def close(self) -> None:
+        self._http.close()
+        self._subscriber.close()
+
+
 class PubSubFloor:
     """The bare Redis publish -> redis-py subscriber hop."""
 
@@ -251,7 +282,9 @@ def main() -> int:
     load_before = load_average()
     dep = Deployment({"RUNLANE_SUBMIT_RATE_PER_MINUTE": "100000000"})
     workers, probes = [], []
+    glue_web = None
     try:
+        glue_web, glue_port = start_bare_web(dep.env, dep.workdir / "glue-web.log")
         workers.append(start_worker(dep.env, dep.workdir / "worker.log", app="tasks",
                                     queue="runlane", name="runlane"))
         workers.append(start_worker(dep.env, dep.workdir / "bare.log", app="bare_celery",
@@ -262,10 +295,13 @@ def main() -> int:
         probes.append(celery_floor)
         hop = PubSubFloor(dep.redis.url)
         probes.append(hop)
+        glue = GlueReference(glue_port, dep.redis.url)
+        probes.append(glue)
         for n in range(args.warmup):
             runlane.one(n, record=False)
             celery_floor.one(n, record=False)
             hop.one(n, record=False)
+            glue.one(n, record=False)
         per_block = max(1, args.runs // args.blocks)
         n = args.warmup
         started = time.monotonic()
@@ -278,12 +314,17 @@ def main() -> int:
                 celery_floor.one(n)
                 hop.one(n)
                 n += 1
+            for _ in range(size):  # apart from the floor: its web process must be idle then
+                glue.one(n)
+                n += 1
         elapsed = time.monotonic() - started
     finally:
         for probe in probes:
             probe.close()
         for worker in workers:
             stop_group(worker)
+        if glue_web is not None:
+            stop_group(glue_web)
         dep.close()
     floor = summary(celery_floor.times)
     result: dict[str, Any] = {
@@ -295,17 +336,27 @@ def main() -> int:
             "submit_to_agent_completed": summary(runlane.completed),
         },
         "floor_ms": {"celery_task_round_trip": floor, "redis_publish_to_subscriber": summary(hop.times)},
+        "reference_ms": {"http_glue_round_trip": summary(glue.times)},
         "bad_runs": len(runlane.bad),
     }
     result["ratio_to_floor"] = {
         name: {q: round(v / floor[q], 2) for q, v in values.items()}
         for name, values in result["runlane_ms"].items() if name != "submit_to_202"
     }
+    glue_ms = result["reference_ms"]["http_glue_round_trip"]
+    result["ratio_to_http_glue"] = {
+        q: round(v / glue_ms[q], 2)
+        for q, v in result["runlane_ms"]["submit_to_agent_completed"].items()
+    }
     rows = [[name.replace("_", " "), *values.values()]
             for name, values in [*(("runlane: " + k, v) for k, v in result["runlane_ms"].items()),
-                                 *(("floor: " + k, v) for k, v in result["floor_ms"].items())]]
+                                 *(("floor: " + k, v) for k, v in result["floor_ms"].items()),
+                                 *(("reference: " + k, v)
+                                   for k, v in result["reference_ms"].items())]]
     rows += [[f"ratio: {k.replace('_', ' ')}", *(f"{x}x" for x in v.values())]
              for k, v in result["ratio_to_floor"].items()]
+    rows += [["ratio: agent completed / http glue",
+              *(f"{x}x" for x in result["ratio_to_http_glue"].values())]]
     print(f"echo, {args.runs} runs each side, one in flight; load average "
           f"{result['load_average']['before']} -> {result['load_average']['after']}")
     print_table(["ms", "p50", "p95", "p99"], rows)

@@ -21,8 +21,6 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +36,7 @@ from common import (  # noqa: E402
     load_average,
     machine,
     print_table,
+    start_bare_web,
     start_worker,
     stop_group,
     stop_on_sigterm,
@@ -188,22 +187,6 @@ def drive(port: int, path: str, tokens: list[str], *, processes: int, connection
                 p.terminate()
     ok, errors = sum(r[0] for r in results), sum(r[1] for r in results)
     return {"accepted": ok, "errors": errors, "per_s": round(ok / seconds, 1)}
-
-
-def start_bare_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
-             "-b", f"127.0.0.1:{port}", "bare_json_app:app"],
-            env={**env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])},
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_http(port)
-    except Exception:
-        stop_group(process)
-        raise
-    return process, port
 
 
 def main() -> int:

@@ -18,6 +18,18 @@ def _to_event(record: EventRecord) -> Event:
     )
 
 
+def _logged(values: dict[str, Any]) -> Event:
+    """The event just stored by `event_queries.append_event` (its row's values)."""
+    return Event(
+        type=values["type"], run_id=values["run_id"], thread_id=values["thread_id"],
+        seq=values["seq"], cursor=values["cursor"], ts=values["ts"], data=values["data"],
+    )
+
+
+class _NotFree(Exception):
+    """The one-statement claim did not apply: roll its transaction back."""
+
+
 class EventLog:
     """Numbers and stores events in the database, so a reconnecting client can replay them."""
 
@@ -30,22 +42,39 @@ class EventLog:
     ) -> Event:
         """Raises queries.Superseded when `attempt` no longer holds the run."""
         with self._db.transaction() as session:
-            record = event_queries.append_event(
-                session, owner_id, run_id, thread_id, type, data, attempt=attempt
-            )
-            return _to_event(record)
+            return _logged(event_queries.append_event(
+                session, owner_id, run_id, thread_id, type, data, attempt=attempt))
 
     def claim(
         self, owner_id: str, run_id: str, thread_id: str, *, dispatch: int | None,
         max_running: int, lease_seconds: float, hard_limit: float, started_type: str,
         started_data: Callable[[int], Any],
     ) -> tuple[queries.Claim, int, Event | None]:
-        """Claim a waiting run (`queries.claim_and_number`) and, when claimed, log its first
-        event (`started_type`, with `started_data(attempt)`) in the same transaction: one
-        commit per run fewer on the way to the first event. The caller publishes the event.
+        """Claim a waiting run and, when claimed, log its first event (`started_type`, with
+        `started_data(attempt)`) in the same transaction: one commit per run fewer on the way
+        to the first event. The caller publishes the event.
+
+        The common case (nothing in the way) takes three statements: the owner's cursor
+        (which locks the owner), `queries.claim_if_free`, the event. Otherwise that
+        transaction is rolled back and `queries.claim_and_number` tells why, step by step.
 
         Returns the claim's outcome, the attempt, and the logged event when claimed.
         """
+        if dispatch is not None:
+            try:
+                with self._db.transaction() as session:
+                    cursor = event_queries.next_cursor(session, owner_id)
+                    claimed = queries.claim_if_free(
+                        session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
+                        lease_seconds=lease_seconds, hard_limit=hard_limit)
+                    if claimed is None:
+                        raise _NotFree
+                    attempt, seq = claimed
+                    return queries.Claim.CLAIMED, attempt, _logged(event_queries.append_event(
+                        session, owner_id, run_id, thread_id, started_type,
+                        started_data(attempt), seq=seq, cursor=cursor))
+            except _NotFree:
+                pass
         with self._db.transaction() as session:
             claim, attempt, seq = queries.claim_and_number(
                 session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
@@ -53,9 +82,9 @@ class EventLog:
             )
             if claim is not queries.Claim.CLAIMED:
                 return claim, attempt, None
-            record = event_queries.append_event(session, owner_id, run_id, thread_id,
-                                                started_type, started_data(attempt), seq=seq)
-            return claim, attempt, _to_event(record)
+            return claim, attempt, _logged(event_queries.append_event(
+                session, owner_id, run_id, thread_id, started_type, started_data(attempt),
+                seq=seq))
 
     def transition(
         self, owner_id: str, run_id: str, thread_id: str, *, to: RunStatus,
@@ -70,8 +99,8 @@ class EventLog:
                                               lease_before=lease_before, **values)
             if seq is None:
                 return None
-            return _to_event(event_queries.append_event(session, owner_id, run_id, thread_id,
-                                                        event_type, data, seq=seq))
+            return _logged(event_queries.append_event(session, owner_id, run_id, thread_id,
+                                                      event_type, data, seq=seq))
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000

@@ -8,7 +8,7 @@ names the caller's thread, and without one each run gets a thread of its own, `v
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -34,7 +34,8 @@ class RunView(Protocol):
 
 
 class Submitter(Protocol):
-    def submit(self, ctx: UserExecutionContext, metadata: dict[str, Any] | None) -> tuple[Any, bool]: ...
+    def submit(self, ctx: UserExecutionContext, metadata: dict[str, Any] | None, *,
+               admit: Callable[[], None] | None = ...) -> tuple[Any, bool]: ...
 
 
 # -- the v1 wire shapes --------------------------------------------------------------------
@@ -150,9 +151,11 @@ class FactoryAdapter:
             created_at=datetime.now(timezone.utc), limits=self._agents.limits(name),
         )
 
-    def submit(self, ctx: UserExecutionContext, route: str) -> Any:
-        """The same service call v2 makes; the run remembers which v1 route started it."""
-        run, _replayed = self._service.submit(ctx, {"api": "v1", "route": route})
+    def submit(self, ctx: UserExecutionContext, route: str,
+               admit: Callable[[], None] | None = None) -> Any:
+        """The same service call v2 makes (`admit`: see RunService.submit); the run remembers
+        which v1 route started it."""
+        run, _replayed = self._service.submit(ctx, {"api": "v1", "route": route}, admit=admit)
         return run
 
     @staticmethod

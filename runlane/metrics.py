@@ -131,24 +131,6 @@ def delivered(message: Mapping[str, Any], accepted: int, refused: int = 0) -> No
         DELIVERY_LATENCY.observe(max(0.0, time.time() - sent))  # hosts' clocks may disagree
 
 
-class _Timer:
-    """`with timed(FACTORY_BUILD, factory="agent"):` observes the block's duration."""
-
-    def __init__(self, histogram: Histogram, labels: Mapping[str, str]) -> None:
-        self._metric = histogram.labels(**labels) if labels else histogram
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self._metric.observe(time.perf_counter() - self._start)
-
-
-def timed(histogram: Histogram, **labels: str) -> _Timer:
-    return _Timer(histogram, labels)
-
-
 # -- socket gauges: read from the routers' own tables, never per socket ---------------------
 
 class _Stats(Protocol):

@@ -11,19 +11,27 @@ from sqlalchemy.orm import Session
 
 from storage import statements
 from storage.models import EventRecord, UserStream, utcnow
-from storage.queries import Executor, Superseded, dialect, rowcount
+from storage.queries import Executor, Superseded, rowcount
+
+
+def next_cursor(session: Executor, owner_id: str) -> int:
+    """The owner's next event cursor. It takes the owner's row lock (PostgreSQL) or the write
+    lock (SQLite) until the transaction ends, so cursors are handed out in commit order."""
+    return int(statements.NEXT_CURSOR.scalar(session, {"b_owner": owner_id}))
 
 
 def append_event(
     session: Executor, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
-    *, attempt: int | None = None, seq: int | None = None,
-) -> EventRecord:
+    *, attempt: int | None = None, seq: int | None = None, cursor: int | None = None,
+) -> dict[str, Any]:
     """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
+    Returns the stored row's values (owner_id, run_id, thread_id, seq, cursor, type, data, ts).
 
     Both counters are incremented in the database, so a run redelivered to another worker
     continues its sequence, and the owner's row lock orders cursors as commits land. With
     `attempt`, only that attempt, while executing, may append. `seq`: already taken in this
-    transaction by the UPDATE that changed the run (`claim_and_number`, `transition_numbered`).
+    transaction by the UPDATE that changed the run (`claim_if_free`, `claim_and_number`,
+    `transition_numbered`); `cursor`: already taken by `next_cursor`.
 
     Raises:
         Superseded: `attempt` no longer holds the run.
@@ -31,19 +39,17 @@ def append_event(
     key = {"b_owner": owner_id, "b_run": run_id}
     if seq is None:
         if attempt is None:
-            seq = session.execute(statements.NEXT_SEQ, key).scalar_one_or_none()
+            seq = statements.NEXT_SEQ.scalar(session, key)
         else:
-            seq = session.execute(statements.NEXT_SEQ_OF_ATTEMPT,
-                                  {**key, "b_attempt": attempt}).scalar_one_or_none()
+            seq = statements.NEXT_SEQ_OF_ATTEMPT.scalar(session, {**key, "b_attempt": attempt})
         if seq is None:
             raise Superseded(run_id)
-    cursor = session.execute(statements.NEXT_CURSOR[dialect(session)],
-                             {"b_owner": owner_id}).scalar_one()
+    if cursor is None:
+        cursor = next_cursor(session, owner_id)
     values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
               "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
-    # A Core insert (no unit of work to flush); the record handed back is not session-bound.
-    session.execute(statements.INSERT_EVENT, values)
-    return EventRecord(**values)
+    statements.INSERT_EVENT.rowcount(session, values)
+    return values
 
 
 def events_after(

@@ -10,7 +10,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage import statements
@@ -22,6 +22,7 @@ from storage.models import (
     Thread,
     utcnow,
 )
+from storage.prepared import Executor, Prepared
 
 
 def rowcount(result: Any) -> int:
@@ -30,19 +31,14 @@ def rowcount(result: Any) -> int:
 
 
 # The hot paths (submission, claim, events, transitions) run in a Core transaction
-# (`Database.transaction()`); the rest in an ORM session. Their functions take either.
-Executor = Session | Connection
-
-
-def dialect(session: Executor) -> str:
-    bind = session if isinstance(session, Connection) else session.get_bind()
-    return "postgresql" if bind.dialect.name == "postgresql" else "sqlite"
+# (`Database.transaction()`); the rest in an ORM session. Their functions take either
+# (`Executor`).
 
 
 def ensure_thread(session: Executor, owner_id: str, thread_id: str) -> None:
     """Create the owner's thread on first use; another owner's same id is a different thread."""
-    session.execute(statements.ENSURE_THREAD[dialect(session)],
-                    {"b_owner": owner_id, "b_thread": thread_id, "b_now": utcnow()})
+    statements.ENSURE_THREAD.rowcount(
+        session, {"b_owner": owner_id, "b_thread": thread_id, "b_now": utcnow()})
 
 
 def thread_exists(session: Session, owner_id: str, thread_id: str) -> bool:
@@ -64,26 +60,22 @@ def create_run(
     queue: str = "runlane",
     idempotency_key: str | None = None,
     max_waiting: int | None = None,
-) -> Run | None:
+) -> bool:
     """Insert a queued run (and its thread on first use). With `max_waiting`, only while the
-    owner has fewer waiting runs than that, checked by the insert itself: None when not."""
+    owner has fewer waiting runs than that, checked by the insert itself: False when not.
+    The new run's columns are the arguments, status `queued`, attempt 0 and dispatch 1."""
     ensure_thread(session, owner_id, thread_id)
-    values = dict(
-        id=run_id, owner_id=owner_id, thread_id=thread_id, agent=agent, input=input,
-        request_id=request_id, status=RunStatus.QUEUED.value,
-        created_at=created_at, attempt=0, last_seq=0, queue=queue,
-        idempotency_key=idempotency_key, dispatch=1, dispatched_at=created_at,
-    )
-    # A Core insert (no unit of work to flush); the Run handed back is not session-bound.
+    params = {
+        "v_id": run_id, "v_owner_id": owner_id, "v_thread_id": thread_id, "v_agent": agent,
+        "v_input": input, "v_metadata": metadata, "v_request_id": request_id,
+        "v_status": RunStatus.QUEUED.value, "v_created_at": created_at, "v_attempt": 0,
+        "v_last_seq": 0, "v_queue": queue, "v_idempotency_key": idempotency_key,
+        "v_dispatch": 1, "v_dispatched_at": created_at,
+    }
     if max_waiting is None:
-        session.execute(statements.INSERT_RUN, {**values, "metadata": metadata})
-    else:
-        params = {f"v_{k}": v for k, v in values.items()}
-        inserted = session.execute(statements.INSERT_RUN_IF_ROOM, {
-            **params, "v_metadata": metadata, "b_max": max_waiting}).scalar_one_or_none()
-        if inserted is None:
-            return None
-    return Run(**values, meta=metadata)
+        statements.INSERT_RUN.rowcount(session, params)
+        return True
+    return statements.INSERT_RUN_IF_ROOM.first(session, {**params, "b_max": max_waiting}) is not None
 
 
 def get_run(session: Session, owner_id: str, run_id: str) -> Run | None:
@@ -120,7 +112,7 @@ class Claim(enum.Enum):
 def _lock_user(session: Executor, owner_id: str) -> None:
     """Serialise one user's claims: one upsert that takes the user's row lock (PostgreSQL) or
     the write lock (SQLite) until the transaction ends, creating the row on first use."""
-    session.execute(statements.LOCK_USER[dialect(session)], {"b_owner": owner_id})
+    statements.LOCK_USER.rowcount(session, {"b_owner": owner_id})
 
 
 def claim_run(
@@ -147,33 +139,50 @@ def claim_and_number(
                   lease_seconds=lease_seconds, hard_limit=hard_limit, numbered=True)
 
 
+def claim_if_free(
+    session: Executor, owner_id: str, run_id: str, *, dispatch: int, max_running: int,
+    lease_seconds: float, hard_limit: float,
+) -> tuple[int, int] | None:
+    """The claim of `claim_and_number` in one statement, for its common case (waiting under
+    this dispatch, the user below `max_running`, nothing ahead in the thread). Returns the
+    attempt and the first event's seq, or None: then roll back and ask `claim_and_number`,
+    which tells STALE from BLOCKED. The caller must hold the owner's lock first
+    (`event_queries.next_cursor` or `_lock_user`): the counts are read under it."""
+    now = utcnow()
+    row = statements.CLAIM_IF_FREE.first(session, {
+        "b_owner": owner_id, "b_run": run_id, "b_dispatch": dispatch, "b_max": max_running,
+        "b_now": now, "b_lease": now + timedelta(seconds=lease_seconds),
+        "b_deadline": now + timedelta(seconds=hard_limit)})
+    return (int(row[0]), int(row[1])) if row is not None else None
+
+
 def _claim(
     session: Executor, owner_id: str, run_id: str, *, dispatch: int | None, max_running: int,
     lease_seconds: float, hard_limit: float, numbered: bool,
 ) -> tuple[Claim, int, int | None]:
     _lock_user(session, owner_id)
     key = {"b_owner": owner_id, "b_run": run_id}
-    run = session.execute(statements.CLAIM_READ, key).one_or_none()
-    if run is None or run.status not in _values(WAITING):
+    run = statements.CLAIM_READ.first(session, key)
+    if run is None:
         return Claim.STALE, 0, None
-    if dispatch is not None and run.dispatch != dispatch:
+    status, run_dispatch, run_attempt, thread_id, created_at = run
+    if status not in _values(WAITING) or (dispatch is not None and run_dispatch != dispatch):
         return Claim.STALE, 0, None
-    n_running, n_ahead = session.execute(
-        statements.CLAIM_COUNTS, {**key, "b_thread": run.thread_id, "b_created": run.created_at}
-    ).one()
+    n_running, n_ahead = statements.CLAIM_COUNTS.first(
+        session, {**key, "b_thread": thread_id, "b_created": created_at}) or (0, 0)
     now = utcnow()
     if n_running >= max_running or n_ahead:
         # Marked so that a finishing run re-sends this one (and only such runs) at once.
-        session.execute(statements.MARK_BLOCKED, {**key, "b_now": now})
+        statements.MARK_BLOCKED.rowcount(session, {**key, "b_now": now})
         return Claim.BLOCKED, 0, None
-    attempt = run.attempt + 1
-    params = {**key, "b_prev": run.attempt, "b_attempt": attempt, "b_now": now,
+    attempt = run_attempt + 1
+    params = {**key, "b_prev": run_attempt, "b_attempt": attempt, "b_now": now,
               "b_lease": now + timedelta(seconds=lease_seconds),
               "b_deadline": now + timedelta(seconds=hard_limit)}
     if numbered:
-        seq = session.execute(statements.CLAIM_NUMBERED, params).scalar_one_or_none()
+        seq = statements.CLAIM_NUMBERED.scalar(session, params)
         return (Claim.CLAIMED, attempt, seq) if seq is not None else (Claim.STALE, 0, None)
-    claimed = rowcount(session.execute(statements.CLAIM, params))
+    claimed = statements.CLAIM.rowcount(session, params)
     return (Claim.CLAIMED, attempt, None) if claimed == 1 else (Claim.STALE, 0, None)
 
 
@@ -198,7 +207,7 @@ def transition(
     stmt, params = _transition(owner_id, run_id, to=to, from_statuses=from_statuses,
                                attempt=attempt, lease_before=lease_before, values=values,
                                numbered=False)
-    return rowcount(session.execute(stmt, params)) == 1
+    return stmt.rowcount(session, params) == 1
 
 
 def transition_numbered(
@@ -217,14 +226,14 @@ def transition_numbered(
     stmt, params = _transition(owner_id, run_id, to=to, from_statuses=from_statuses,
                                attempt=attempt, lease_before=lease_before, values=values,
                                numbered=True)
-    seq = session.execute(stmt, params).scalar_one_or_none()
+    seq = stmt.scalar(session, params)
     return int(seq) if seq is not None else None
 
 
 def _transition(
     owner_id: str, run_id: str, *, to: RunStatus, from_statuses: frozenset[RunStatus],
     attempt: int | None, lease_before: datetime | None, values: dict[str, Any], numbered: bool,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Prepared, dict[str, Any]]:
     if to.terminal:
         values.setdefault("finished_at", utcnow())
         values.setdefault("lease_expires_at", None)
@@ -261,10 +270,11 @@ def renew_lease(
     return str(row[0]), row[1]
 
 
-def run_status(session: Session, owner_id: str, run_id: str, attempt: int) -> str | None:
+def run_status(session: Executor, owner_id: str, run_id: str, attempt: int) -> str | None:
     """The status as seen by one attempt; None when another attempt took over."""
-    return session.execute(statements.RUN_STATUS, {
-        "b_owner": owner_id, "b_run": run_id, "b_attempt": attempt}).scalar_one_or_none()
+    status = statements.RUN_STATUS.scalar(
+        session, {"b_owner": owner_id, "b_run": run_id, "b_attempt": attempt})
+    return str(status) if status is not None else None
 
 
 def bump_dispatch(session: Session, owner_id: str, run_id: str) -> int | None:
@@ -283,22 +293,21 @@ def find_by_idempotency_key(session: Session, owner_id: str, key: str) -> Run | 
 
 
 def count_waiting(session: Executor, owner_id: str) -> int:
-    return int(session.execute(statements.COUNT_WAITING, {"b_owner": owner_id}).scalar_one())
+    return int(statements.COUNT_WAITING.scalar(session, {"b_owner": owner_id}) or 0)
 
 
 def active_ids_in_thread(session: Executor, owner_id: str, thread_id: str) -> list[str]:
     """Ids of the thread's waiting and executing runs, oldest first (sorted here: few rows,
     and the statement then reads only them, not the thread's history)."""
-    rows = session.execute(statements.ACTIVE_IN_THREAD,
-                           {"b_owner": owner_id, "b_thread": thread_id}).all()
-    return [row.id for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
+    rows = statements.ACTIVE_IN_THREAD.all(session, {"b_owner": owner_id, "b_thread": thread_id})
+    return [run_id for run_id, _created in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
-def next_blocked(session: Session, owner_id: str, limit: int) -> list[str]:
+def next_blocked(session: Executor, owner_id: str, limit: int) -> list[str]:
     """Ids of the owner's oldest waiting runs that a claim found blocked: the ones to re-send
     when a slot frees up. Waiting runs never blocked still have their message queued."""
-    return list(session.execute(statements.NEXT_BLOCKED,
-                                {"b_owner": owner_id, "b_limit": limit}).scalars())
+    return [row[0] for row in statements.NEXT_BLOCKED.all(
+        session, {"b_owner": owner_id, "b_limit": limit})]
 
 
 # -- operations across all owners (the reaper); never reachable from a user's request ------

@@ -48,6 +48,9 @@ class Dispatcher:
             queue=self.queue_for(ctx.agent),
             soft_time_limit=ctx.limits.soft_time_limit,
             time_limit=ctx.limits.hard_time_limit,
+            # What Flower and task events show of the arguments: the run, never the context
+            # (it carries the agent's input). Given here, Celery also skips repr()-ing it.
+            argsrepr=f"('<context of run {ctx.run_id}>', {dispatch})", kwargsrepr="{}",
         )
 
     def redispatch(self, owner_id: str, run_id: str) -> bool:
@@ -68,7 +71,7 @@ class Dispatcher:
         """Re-send the owner's oldest blocked runs now that a slot may be free. Only blocked
         ones: re-sending a run whose message is still queued would only make that message
         stale, one more message for a worker to drop per run."""
-        with self._db.session() as session:
-            waiting = queries.next_blocked(session, owner_id, limit)
+        with self._db.transaction() as connection:  # on every run's way out: no ORM session
+            waiting = queries.next_blocked(connection, owner_id, limit)
         for run_id in waiting:
             self.redispatch(owner_id, run_id)

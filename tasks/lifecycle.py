@@ -1,16 +1,23 @@
-"""RunControl: one attempt's hold on its run — cooperative checks for the engine, and a
-watchdog thread that renews the lease and enforces the cancel grace and the hard limit."""
+"""RunControl: one attempt's hold on its run — cooperative checks for the engine, and the
+watchdog visits that renew its lease and enforce the cancel grace and the hard time limit.
+
+One ticker thread per worker process (Watchdog) visits every run the process executes, each on
+its own schedule. Handing each run to a thread of its own (or a pooled one) cost two thread
+switches on every run's path, a real share of a short run's latency and of a busy worker's
+throughput; registering with the ticker costs a dict insert, and a run that ends before its
+first renewal is due never wakes it."""
 from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from events.types import EventType
@@ -25,6 +32,9 @@ if TYPE_CHECKING:  # annotations only: importing factories here would close an i
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 70  # exit status of a prefork child that ended its own run
 
+# A visit gets the time it was due and returns when the next one is due, or None for no more.
+Visit = Callable[[float], float | None]
+
 
 class RunCancelled(Exception):
     """The owner cancelled the run; raised into the agent at its next step."""
@@ -34,41 +44,111 @@ class RunTimedOut(Exception):
     """The run passed its soft time limit; raised into the agent at its next step."""
 
 
-class WatchdogThreads:
-    """Long-lived daemon threads that run watchdogs, reused from run to run: starting a thread
-    for every run cost about a tenth of a short run's time in a busy worker. Process-wide
-    (one per worker process, built after the fork); it holds idle threads, no run's data."""
+@dataclass(eq=False)  # hashed by identity: a key of Watchdog._due
+class _Watch:
+    visit: Visit
+    period: float
+    context: contextvars.Context  # the registering run's, so visits log with its ids
+    # Held for a whole visit: once `watching` has taken it and cleared `active`, no visit of
+    # this run can be under way or start.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: bool = True
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+    def step(self, due: float) -> float | None:
+        try:
+            return self.visit(due)
+        except Exception:  # one run's failure must not stop the ticker
+            log.exception("watchdog failed")
+            return time.monotonic() + self.period  # retried, like a failed renewal
 
-    def run(self, job: Callable[[], None]) -> None:
-        """Run `job` on an idle thread, or on a new one when all are busy (never queued)."""
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name="watchdog",
-                             daemon=True).start()
-        inbox.put(job)
 
-    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+class Watchdog:
+    """The process's ticker thread, started on first use: built after the fork (a forked child
+    does not inherit threads), it holds no run's data once the run leaves `watching`.
+
+    Visits run one after another on the one thread, so a slow one delays the others; a lease
+    is renewed twice per heartbeat, which leaves that slack."""
+
+    def __init__(self, *, linger: float = 60.0) -> None:
+        self._linger = linger  # with nothing to watch this long, the thread ends (restarts later)
+        self._cond = threading.Condition()
+        self._due: dict[_Watch, float] = {}  # when each watched run is next visited
+        # The thread looks at `_due` again no later than this (-inf while busy visiting), so a
+        # new run needs to wake it only when its first visit is due sooner.
+        self._wake_at = math.inf
+        self._shortest = math.inf  # the shortest period registered: the idle thread's step
+        self._emptied_at = 0.0
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watching(self, visit: Visit, period: float) -> Iterator[None]:
+        """Visit first `period` seconds from now, then when each visit says, until the block
+        ends; on leaving, no visit is under way or comes later."""
+        watch = _Watch(visit, period, contextvars.copy_context())
+        self._add(watch, time.monotonic() + period)
+        try:
+            yield
+        finally:
+            # Waits only if the ticker is visiting this very run right now.
+            with watch.lock, self._cond:
+                watch.active = False
+                self._drop(watch)
+
+    def _add(self, watch: _Watch, due: float) -> None:
+        with self._cond:
+            self._due[watch] = due
+            self._shortest = min(self._shortest, watch.period)
+            if self._thread is None or not self._thread.is_alive():
+                self._wake_at = -math.inf  # it looks before it waits
+                self._thread = threading.Thread(target=self._tick, name="watchdog", daemon=True)
+                self._thread.start()
+            elif due < self._wake_at:
+                self._cond.notify()
+
+    def _drop(self, watch: _Watch) -> None:  # the caller holds _cond
+        if self._due.pop(watch, None) is not None and not self._due:
+            self._emptied_at = time.monotonic()
+
+    def _tick(self) -> None:
         while True:
-            job = inbox.get()
-            try:
-                job()
-            except Exception:  # noqa: BLE001 - a watchdog's failure must not kill the thread
-                log.exception("watchdog failed")
-            with self._lock:
-                self._idle.append(inbox)
+            with self._cond:
+                now = time.monotonic()
+                due = [(watch, at) for watch, at in self._due.items() if at <= now]
+                if not due:
+                    if self._due:
+                        self._wake_at = min(self._due.values())
+                    elif now - self._emptied_at >= self._linger:
+                        self._thread, self._wake_at = None, math.inf
+                        return
+                    else:
+                        # Idle, it still looks every shortest period: a run registering
+                        # meanwhile is seen before its first visit is due, without a notify.
+                        self._wake_at = now + min(self._shortest,
+                                                  self._emptied_at + self._linger - now)
+                    self._cond.wait(self._wake_at - now)
+                    continue
+                self._wake_at = -math.inf
+            for watch, at in due:
+                self._visit(watch, at)
+
+    def _visit(self, watch: _Watch, due: float) -> None:
+        with watch.lock:
+            if not watch.active:
+                return  # its run left `watching` since it was found due
+            after = watch.context.run(watch.step, due)
+            with self._cond:
+                if after is None:
+                    watch.active = False
+                    self._drop(watch)
+                else:
+                    self._due[watch] = after
 
 
 class RunControl:
     def __init__(
         self, *, db: Database, ctx: UserExecutionContext, attempt: int, bridge: EventBridge,
         heartbeat_interval: float, cancel_grace: float, can_terminate: bool,
-        watchdogs: WatchdogThreads | None = None,
+        watchdogs: Watchdog | None = None,
     ) -> None:
         self._db = db
         self.ctx = ctx
@@ -78,8 +158,10 @@ class RunControl:
         self._grace = cancel_grace
         self._can_terminate = can_terminate
         self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._watchdogs = watchdogs
+        # Without the process's ticker (unit tests, a bare RunControl), a private one whose
+        # thread ends once this run is no longer watched.
+        self._watchdog = watchdogs if watchdogs is not None else Watchdog(linger=0.0)
+        self._lease_lost = False
         self.superseded = False
 
     def elapsed(self) -> float:
@@ -104,54 +186,45 @@ class RunControl:
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        # Run in a copy of this context, so the watchdog's log lines carry the run's ids.
-        context, done = contextvars.copy_context(), threading.Event()
-
-        def watch() -> None:
-            try:
-                context.run(self._watch)
-            finally:
-                done.set()
-
-        if self._watchdogs is not None:
-            self._watchdogs.run(watch)
-        else:
-            threading.Thread(target=watch, name=f"watchdog-{self.ctx.run_id}", daemon=True).start()
-        try:
-            yield
-        finally:
-            self._stop.set()
-            done.wait(self._interval)
-
-    def _watch(self) -> None:
         # Renewed twice per lease so one slow database write does not lose it.
-        while not self._stop.wait(self._interval / 2):
-            try:
-                with self._db.session() as session:
-                    held = queries.renew_lease(session, self.ctx.user_id, self.ctx.run_id,
-                                               self.attempt, self._interval)
-            except Exception:  # a failed renewal is retried; the lease has slack
-                log.warning("lease renewal of run %s failed", self.ctx.run_id, exc_info=True)
-                continue
-            if held is None:
-                # This attempt may have just finished the run itself: the engine commits the
-                # terminal state a moment before `watching` ends. Give it a heartbeat to say so
-                # rather than end a worker child that completed its run.
-                if self._stop.wait(self._interval):
-                    return
-                self.superseded = True
-                self._end("run was taken over by another attempt or finished elsewhere")
-                return
-            status, cancel_requested_at = held
-            if (status == RunStatus.CANCELLING.value and cancel_requested_at is not None
-                    and _since(cancel_requested_at) > self._grace):
-                self._finish(RunStatus.CANCELLED, EventType.AGENT_CANCELLED,
-                             f"agent ignored cancellation for {self._grace:g}s; terminated")
-                return
-            if self.elapsed() > self.ctx.limits.hard_time_limit:
-                self._finish(RunStatus.TIMED_OUT, EventType.AGENT_TIMED_OUT,
-                             f"hard time limit of {self.ctx.limits.hard_time_limit:g}s passed")
-                return
+        with self._watchdog.watching(self._visit, self._interval / 2):
+            yield
+
+    def _visit(self, due: float) -> float | None:
+        if self._lease_lost:  # a heartbeat ago, and this attempt has still not left `watching`
+            self.superseded = True
+            self._end("run was taken over by another attempt or finished elsewhere")
+            return None
+        try:
+            with self._db.session() as session:
+                held = queries.renew_lease(session, self.ctx.user_id, self.ctx.run_id,
+                                           self.attempt, self._interval)
+        except Exception:  # a failed renewal is retried; the lease has slack
+            log.warning("lease renewal of run %s failed", self.ctx.run_id, exc_info=True)
+            return self._next_renewal(due)
+        if held is None:
+            # This attempt may have just finished the run itself: the engine commits the
+            # terminal state a moment before `watching` ends. Give it a heartbeat to say so
+            # rather than end a worker child that completed its run.
+            self._lease_lost = True
+            return time.monotonic() + self._interval
+        status, cancel_requested_at = held
+        if (status == RunStatus.CANCELLING.value and cancel_requested_at is not None
+                and _since(cancel_requested_at) > self._grace):
+            self._finish(RunStatus.CANCELLED, EventType.AGENT_CANCELLED,
+                         f"agent ignored cancellation for {self._grace:g}s; terminated")
+            return None
+        if self.elapsed() > self.ctx.limits.hard_time_limit:
+            self._finish(RunStatus.TIMED_OUT, EventType.AGENT_TIMED_OUT,
+                         f"hard time limit of {self.ctx.limits.hard_time_limit:g}s passed")
+            return None
+        return self._next_renewal(due)
+
+    def _next_renewal(self, due: float) -> float:
+        """The next slot still ahead on this run's own schedule (every half heartbeat from the
+        start of `watching`): a late visit neither shifts the later ones nor doubles up."""
+        half = self._interval / 2
+        return due + half * (1 + max(0.0, time.monotonic() - due) // half)
 
     def _finish(self, status: RunStatus, event: EventType, reason: str) -> None:
         self._bridge.transition(to=status, from_statuses=EXECUTING, event_type=event.value,
@@ -171,4 +244,4 @@ class RunControl:
 
 
 def _since(moment: datetime) -> float:
-    return (datetime.now(timezone.utc) - moment).total_seconds()
+    return (datetime.now(UTC) - moment).total_seconds()

@@ -27,7 +27,7 @@ from storage import queries
 from storage.db import Database
 from storage.models import ACTIVE, RunStatus
 from tasks.dispatch import Dispatcher
-from tasks.lifecycle import WatchdogThreads
+from tasks.lifecycle import Watchdog
 from tasks.reaper import Reaper
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class WorkerRuntime:
     dispatcher: Dispatcher
     can_terminate: bool = False  # True only in a prefork child, which may end itself
     reaper: Reaper | None = None
-    watchdogs: WatchdogThreads = field(default_factory=WatchdogThreads)  # this process's
+    watchdogs: Watchdog = field(default_factory=Watchdog)  # this process's ticker
 
     @classmethod
     def build(cls, settings: Settings, *, can_terminate: bool = False) -> "WorkerRuntime":

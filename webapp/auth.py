@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -46,6 +47,8 @@ def issue_token(
 
 
 _ASYMMETRIC = ("RS256", "ES256")
+VERIFIED_CACHE_SIZE = 4096  # tokens remembered per process (a few hundred KB at most)
+VERIFIED_CACHE_SECONDS = 60.0  # how long a removed key's tokens may still be honoured
 
 
 class TokenVerifier:
@@ -61,6 +64,12 @@ class TokenVerifier:
             self._jwks = jwt.PyJWKSet.from_json(settings.jwt_jwks_file.read_text())
         elif settings.jwt_jwks_url:
             self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+        # Verified tokens, so a client's every request does not pay for a signature check and
+        # claim parsing again (~0.1 ms, a tenth of a submission). Keyed by the token itself:
+        # only the exact bytes that passed verification hit. Entries end at the token's own
+        # expiry or after VERIFIED_CACHE_SECONDS, whichever is first, so a key withdrawn
+        # from the JWKS stops being honoured within that time.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         try:
             self._hmac[None] = settings.jwt_secret()
         except ConfigurationError:
@@ -88,11 +97,25 @@ class TokenVerifier:
         raise Unauthenticated("unsupported token")
 
     def verify(self, token: str) -> Principal:
-        """Check signature, expiry, not-before, issuer and audience.
+        """Check signature, expiry, not-before, issuer and audience (or find the token
+        among those that passed these checks a moment ago).
 
         Raises:
             Unauthenticated: any check fails (the reason is not echoed to the client).
         """
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None:
+            if now < hit[1]:
+                return hit[0]
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        self._verified[token] = (principal, min(expires, now + VERIFIED_CACHE_SECONDS))
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             key, alg = self._key(token)
             claims = jwt.decode(
@@ -107,7 +130,9 @@ class TokenVerifier:
             raise Unauthenticated("invalid token subject")
         roles = claims.get("roles")
         admin = (self._settings.admin_enabled and isinstance(roles, list) and "admin" in roles)
-        return Principal(user_id=subject, admin=admin)
+        # Honoured until `exp` exactly (the leeway is for clocks skewed at issue, not for
+        # remembering): a token decoded within its leeway is not cached past `exp`.
+        return Principal(user_id=subject, admin=admin), float(claims["exp"])
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -5,6 +5,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -97,8 +98,12 @@ class RunService:
     def submit(
         self, ctx: UserExecutionContext, metadata: dict[str, Any] | None, *,
         idempotency_key: str | None = None, strategy: str = "enqueue",
+        admit: Callable[[], None] | None = None,
     ) -> tuple[RunResource, bool]:
         """Write the run (and its thread), then send it; the row is committed before the send.
+
+        `admit` is called once the input is validated and before anything is read or
+        written (the caller's rate limit, whose count arrives while the input is checked).
 
         Returns the run and whether it already existed under `idempotency_key`.
 
@@ -109,6 +114,8 @@ class RunService:
         """
         logs.bind(run_id=ctx.run_id)  # for the rest of the request (reset at its teardown)
         self.validate_input(ctx.agent, ctx.input)
+        if admit is not None:
+            admit()
         if idempotency_key is not None:
             existing = self._existing(ctx.user_id, idempotency_key)
             if existing is not None:
@@ -129,16 +136,20 @@ class RunService:
                     if active:
                         raise Conflict(f"thread {ctx.thread_id} has an active run",
                                        active_runs=active)
-                run = queries.create_run(
+                if not queries.create_run(
                     session, ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
                     agent=ctx.agent, input=ctx.input, metadata=metadata or {},
                     request_id=ctx.request_id, created_at=ctx.created_at,
                     queue=self._dispatcher.queue_for(ctx.agent), idempotency_key=idempotency_key,
                     max_waiting=self._max_queued,
-                )
-                if run is None:
+                ):
                     raise self._too_many()
-                resource = to_resource(run)
+            resource = RunResource(
+                run_id=ctx.run_id, thread_id=ctx.thread_id, agent=ctx.agent,
+                status=RunStatus.QUEUED.value, input=ctx.input, output=None, error=None,
+                metadata=metadata or {}, attempt=0, created_at=ctx.created_at, started_at=None,
+                finished_at=None, last_seq=0,
+            )
             metrics.run_status(RunStatus.QUEUED.value, ctx.agent)
         except IntegrityError:  # the same key, submitted concurrently
             existing = self._existing(ctx.user_id, idempotency_key) if idempotency_key else None

@@ -29,7 +29,7 @@ from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import V1_ROUTES, count_call, current_rule, deprecation_headers
 from webapp.problems import problem
-from webapp.ratelimit import limit_submissions
+from webapp.ratelimit import admit_submission, limit_submissions
 from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.streams import sse_frames
 
@@ -80,7 +80,7 @@ def execute() -> Response:
     user = current_principal().user_id
     ctx = adapter.context(user_id=user, request_id=request_id(), text=body.message,
                           agent=body.agent_type, thread_id=body.thread_id)
-    adapter.submit(ctx, "execute")
+    adapter.submit(ctx, "execute", admit_submission)
     # Waits on the run's event stream (no polling); the log covers what came before attach.
     with st.watch(user, ctx.run_id) as watch:
         remaining = max(0.0, body.timeout - (time.monotonic() - started))
@@ -116,7 +116,7 @@ def _start(text: str, thread_id: str | None, route: str) -> Response:
     adapter = _adapter()
     ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
                           text=text, thread_id=thread_id)
-    return _json(adapter.started(adapter.submit(ctx, route)))
+    return _json(adapter.started(adapter.submit(ctx, route, admit_submission)))
 
 
 @bp.post("/stream")
@@ -131,7 +131,7 @@ def stream() -> Response:
     st, adapter = state(), _adapter()
     user = current_principal().user_id
     ctx = adapter.context(user_id=user, request_id=request_id(), text=body.query, thread_id=body.id)
-    adapter.submit(ctx, "stream")
+    adapter.submit(ctx, "stream", admit_submission)
     watch = st.watch(user, ctx.run_id)
 
     def frames() -> Any:

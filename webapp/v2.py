@@ -12,7 +12,7 @@ from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import report
-from webapp.ratelimit import limit_submissions
+from webapp.ratelimit import admit_submission, limit_submissions
 from webapp.requests import checked_id, parse_body, query_int, request_id
 from webapp.schemas import (
     AgentInfo,
@@ -53,7 +53,7 @@ def submit_run(thread_id: str) -> Response:
         created_at=datetime.now(timezone.utc), limits=st.agent_factory.limits(body.agent),
     )
     run, replayed = st.runs.submit(ctx, body.metadata, idempotency_key=body.idempotency_key,
-                                   strategy=body.multitask_strategy)
+                                   strategy=body.multitask_strategy, admit=admit_submission)
     response = _json(run, 200 if replayed else 202)
     response.headers["Location"] = url_for(".run_state", run_id=run.run_id)
     return response

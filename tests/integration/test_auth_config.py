@@ -102,6 +102,26 @@ def test_submissions_over_the_rate_limit_get_429(server_with, tokens):
         "/api/agents/v2/thread/x/runs", json={"agent": "echo"}).status_code == 202
 
 
+def test_over_the_rate_limit_nothing_is_written_and_429_comes_first(server_with, tokens):
+    # The count is read after the body is checked (it arrives meanwhile), but what a client
+    # sees is as if it were read first: 429 whatever else is wrong, and no run written.
+    carol = tokens.user("carol").on(server_with(submit_rate_per_minute=2))
+    for i in range(2):
+        assert carol.post(f"/api/agents/v2/thread/ok{i}/runs",
+                          json={"agent": "echo"}).status_code == 202
+    over = [
+        carol.post("/api/agents/v2/thread/late/runs", json={"agent": "echo"}),
+        carol.post("/api/agents/v2/thread/late/runs", json={"agent": "no-such-agent"}),
+        requests.post(carol.base_url + "/api/agents/v2/thread/late/runs", data="{not json",
+                      headers={**carol.headers, "Content-Type": "application/json"}, timeout=10),
+        carol.post("/api/agents/run_agent", json={"query": "hi"}),
+    ]
+    assert [r.status_code for r in over] == [429, 429, 429, 429]
+    assert all(r.headers["Content-Type"].startswith("application/problem+json") for r in over)
+    runs = carol.get("/api/agents/v2/runs").json()["items"]
+    assert sorted(run["thread_id"] for run in runs) == ["ok0", "ok1"]
+
+
 def test_socket_connections_over_the_rate_limit_are_closed_4429(server_with, tokens):
     base = server_with(socket_connects_per_minute=2)
     alice = tokens.user("alice").on(base)

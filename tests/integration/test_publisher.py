@@ -1,0 +1,97 @@
+"""RedisPublisher against a real Redis of its own (stopped and restarted here): it does not
+wait for each reply, so it must still deliver in order, notice a lost server at the next
+publish, and recover on its own once the server is back."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from events.transport import RedisPublisher
+from runlane.embedded import EmbeddedRedis
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    instance = EmbeddedRedis(tmp_path / "redis")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def received(pubsub: redis.client.PubSub, count: int, timeout: float = 5.0) -> list[bytes]:
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message is not None:
+            out.append(message["data"])
+    return out
+
+
+def subscribed(url: str, channel: str) -> redis.client.PubSub:
+    pubsub = redis.Redis.from_url(url).pubsub()
+    pubsub.subscribe(channel)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    return pubsub
+
+
+def test_publishes_arrive_in_order(server: EmbeddedRedis) -> None:
+    publisher = RedisPublisher.from_url(server.url)
+    pubsub = subscribed(server.url, "ch")
+    try:
+        assert all(publisher.publish("ch", f"event-{n}") for n in range(200))
+        assert received(pubsub, 200) == [f"event-{n}".encode() for n in range(200)]
+    finally:
+        pubsub.close()
+        publisher.close()
+
+
+def test_a_lost_server_is_reported_and_the_publisher_recovers(server: EmbeddedRedis,
+                                                              tmp_path: Path) -> None:
+    publisher = RedisPublisher.from_url(server.url)
+    assert publisher.publish("ch", "before")
+    port = server.port
+    server.stop()
+    # The next publish finds the connection gone (at the latest when it sends).
+    outcomes = [publisher.publish("ch", f"lost-{n}") for n in range(2)]
+    assert outcomes[-1] is False
+    restarted = EmbeddedRedis(tmp_path / "redis-again", port=port)
+    restarted.start()
+    try:
+        pubsub = subscribed(restarted.url, "ch")
+        deadline = time.monotonic() + 5
+        while not publisher.publish("ch", "after") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received(pubsub, 1) == [b"after"]
+        pubsub.close()
+    finally:
+        publisher.close()
+        restarted.stop()
+
+
+def test_a_refused_publish_does_not_break_the_ones_after_it(server: EmbeddedRedis,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    setup = redis.Redis.from_url(server.url)
+    setup.acl_setuser("admin", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all"])
+    admin = redis.Redis.from_url(server.url, username="admin", password="pw")
+    publisher = RedisPublisher.from_url(server.url)
+    pubsub = subscribed(server.url, "ch")
+    try:
+        assert publisher.publish("ch", "one")
+        admin.execute_command("ACL", "SETUSER", "default", "-publish")
+        assert publisher.publish("ch", "two")  # sent; Redis answers NOPERM, read later
+        admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        with caplog.at_level("WARNING", logger="events.transport"):
+            assert publisher.publish("ch", "three")
+        assert "refused" in caplog.text
+        assert received(pubsub, 2) == [b"one", b"three"]
+    finally:
+        pubsub.close()
+        publisher.close()
+        admin.close()
+        setup.close()
