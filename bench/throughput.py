@@ -30,9 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    ROOT,
     Deployment,
-    free_port,
     load_average,
     machine,
     print_table,
@@ -40,7 +38,6 @@ from common import (  # noqa: E402
     start_worker,
     stop_group,
     stop_on_sigterm,
-    wait_http,
     write_result,
 )
 
@@ -111,9 +108,8 @@ def runlane_round(dep: Deployment, tokens: list[str], runs: int, name: str) -> d
 
 def bare_round(dep: Deployment, runs: int, name: str) -> dict[str, Any]:
     """Queue `runs` bare no-op tasks, then let one bare worker process drain them."""
-    import redis
-
     import bare_celery
+    import redis
 
     key = f"bench:noop:{uuid.uuid4().hex}"
     client = redis.Redis.from_url(dep.redis.url)
