@@ -191,77 +191,85 @@ class Subscriber:
         self._pubsub.close()
 
 
-class CeleryFloor:
+class _SubscribedProbe:
+    """A round trip that ends when our subscriber gets the probe's token on its channel;
+    subclasses say how the trip starts (`_start`)."""
+
+    name = "probe"
+
+    def __init__(self, redis_url: str) -> None:
+        self._channel = f"bench:{self.name}:{uuid.uuid4().hex}"
+        self._subscriber = Subscriber(redis_url, self._channel)
+        self.times: list[float] = []
+
+    def _start(self, token: str) -> None:
+        raise NotImplementedError
+
+    def one(self, n: int, *, record: bool = True) -> None:
+        token = f"{n}-{uuid.uuid4().hex}"
+        t0 = time.perf_counter()
+        self._start(token)
+        arrived = self._subscriber.wait(token)
+        if record:
+            self.times.append((arrived - t0) * 1000)
+
+    def close(self) -> None:
+        self._subscriber.close()
+
+
+class CeleryFloor(_SubscribedProbe):
     """send -> bare prefork worker runs `bare.ping` -> Redis publish -> our subscriber."""
+
+    name = "floor"
 
     def __init__(self, redis_url: str) -> None:
         import bare_celery
 
         self._task = bare_celery.ping
-        self._channel = f"bench:floor:{uuid.uuid4().hex}"
-        self._subscriber = Subscriber(redis_url, self._channel)
-        self.times: list[float] = []
+        super().__init__(redis_url)
 
-    def one(self, n: int, *, record: bool = True) -> None:
-        token = f"{n}-{uuid.uuid4().hex}"
-        t0 = time.perf_counter()
+    def _start(self, token: str) -> None:
         self._task.apply_async(args=[self._channel, token])
-        arrived = self._subscriber.wait(token)
-        if record:
-            self.times.append((arrived - t0) * 1000)
-
-    def close(self) -> None:
-        self._subscriber.close()
 
 
-class GlueReference:
+class GlueReference(_SubscribedProbe):
     """POST to the bare Flask route `/glue` -> it sends `bare.ping` -> our subscriber."""
+
+    name = "glue"
 
     def __init__(self, port: int, redis_url: str) -> None:
         self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-        self._channel = f"bench:glue:{uuid.uuid4().hex}"
-        self._subscriber = Subscriber(redis_url, self._channel)
-        self.times: list[float] = []
+        super().__init__(redis_url)
 
-    def one(self, n: int, *, record: bool = True) -> None:
-        token = f"{n}-{uuid.uuid4().hex}"
+    def _start(self, token: str) -> None:
         body = json.dumps({"channel": self._channel, "payload": token})
-        t0 = time.perf_counter()
         self._http.request("POST", "/glue", body, {"Content-Type": "application/json"})
         response = self._http.getresponse()
         response.read()
         if response.status != 202:
             raise RuntimeError(f"/glue answered {response.status}")
-        arrived = self._subscriber.wait(token)
-        if record:
-            self.times.append((arrived - t0) * 1000)
 
     def close(self) -> None:
         self._http.close()
-        self._subscriber.close()
+        super().close()
 
 
-class PubSubFloor:
+class PubSubFloor(_SubscribedProbe):
     """The bare Redis publish -> redis-py subscriber hop."""
+
+    name = "hop"
 
     def __init__(self, redis_url: str) -> None:
         import redis
 
         self._client = redis.Redis.from_url(redis_url)
-        self._channel = f"bench:hop:{uuid.uuid4().hex}"
-        self._subscriber = Subscriber(redis_url, self._channel)
-        self.times: list[float] = []
+        super().__init__(redis_url)
 
-    def one(self, n: int, *, record: bool = True) -> None:
-        token = f"{n}-{uuid.uuid4().hex}"
-        t0 = time.perf_counter()
+    def _start(self, token: str) -> None:
         self._client.publish(self._channel, token)
-        arrived = self._subscriber.wait(token)
-        if record:
-            self.times.append((arrived - t0) * 1000)
 
     def close(self) -> None:
-        self._subscriber.close()
+        super().close()
         self._client.close()
 
 

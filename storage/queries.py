@@ -148,12 +148,16 @@ def claim_if_free(
     attempt and the first event's seq, or None: then roll back and ask `claim_and_number`,
     which tells STALE from BLOCKED. The caller must hold the owner's lock first
     (`event_queries.next_cursor` or `_lock_user`): the counts are read under it."""
-    now = utcnow()
     row = statements.CLAIM_IF_FREE.first(session, {
         "b_owner": owner_id, "b_run": run_id, "b_dispatch": dispatch, "b_max": max_running,
-        "b_now": now, "b_lease": now + timedelta(seconds=lease_seconds),
-        "b_deadline": now + timedelta(seconds=hard_limit)})
+        **_claim_times(utcnow(), lease_seconds, hard_limit)})
     return (int(row[0]), int(row[1])) if row is not None else None
+
+
+def _claim_times(now: datetime, lease_seconds: float, hard_limit: float) -> dict[str, datetime]:
+    """A claim's start, first lease end and hard deadline, as its statements' parameters."""
+    return {"b_now": now, "b_lease": now + timedelta(seconds=lease_seconds),
+            "b_deadline": now + timedelta(seconds=hard_limit)}
 
 
 def _claim(
@@ -176,9 +180,8 @@ def _claim(
         statements.MARK_BLOCKED.rowcount(session, {**key, "b_now": now})
         return Claim.BLOCKED, 0, None
     attempt = run_attempt + 1
-    params = {**key, "b_prev": run_attempt, "b_attempt": attempt, "b_now": now,
-              "b_lease": now + timedelta(seconds=lease_seconds),
-              "b_deadline": now + timedelta(seconds=hard_limit)}
+    params = {**key, "b_prev": run_attempt, "b_attempt": attempt,
+              **_claim_times(now, lease_seconds, hard_limit)}
     if numbered:
         seq = statements.CLAIM_NUMBERED.scalar(session, params)
         return (Claim.CLAIMED, attempt, seq) if seq is not None else (Claim.STALE, 0, None)
