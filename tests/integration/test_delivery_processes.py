@@ -74,7 +74,11 @@ def test_clients_get_every_event_in_order_across_a_redis_restart(tokens, tmp_pat
 def test_a_client_that_does_not_read_is_cut_off_while_others_are_served(
     server_with, tokens, runlane_worker
 ):
-    url = server_with(socket_queue_size=8, socket_send_buffer=16 * 1024)
+    # A queue far below the default (1024) so the flood overflows it quickly, yet above one
+    # run's burst (17 events, published back to back since the publisher stopped waiting for
+    # Redis's replies), which a reading client must get even when its writer is briefly
+    # descheduled on a busy machine.
+    url = server_with(socket_queue_size=64, socket_send_buffer=16 * 1024)
     slow, fast = tokens.user("slow").on(url), tokens.user("fast").on(url)
     ws_url = url.replace("http://", "ws://") + "/api/agents/v2/ws"
     stalled = EventSocket(websocket.create_connection(

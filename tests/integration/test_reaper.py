@@ -41,7 +41,9 @@ def test_a_run_whose_worker_was_lost_on_every_attempt_ends_failed(app, users):
     past = utcnow() - timedelta(seconds=5)
     _force(app, run, status="running", attempt=3, lease_expires_at=past,
            deadline_at=utcnow() + timedelta(hours=1))
-    assert _reaper(app, max_attempts=3).tick() >= 1
+    # The in-process worker's own reaper may get there first (it shares the database), so
+    # the run's end is what is checked, not which reaper's tick counted it.
+    _reaper(app, max_attempts=3).tick()
     state = alice.get(f"/api/agents/v2/{run}/state").json()
     assert state["status"] == "failed" and "3 attempts" in state["error"]
     assert _events(alice, run)[-1] == "agent_failed"
