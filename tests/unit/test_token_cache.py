@@ -41,13 +41,14 @@ def test_an_altered_copy_of_a_cached_token_is_refused(settings: Settings) -> Non
 
 def test_a_cached_token_is_refused_once_it_expired(settings: Settings) -> None:
     verifier = TokenVerifier(settings)
-    now = time.time()
-    # Expired 4.2 s ago: still inside the 5 s leeway the decoder allows for skewed clocks.
-    claims = {"sub": "alice", "iat": int(now) - 60, "nbf": int(now) - 60, "exp": now - 4.2,
+    now = int(time.time())
+    # Expired 3–4 s ago (whole seconds, as the decoder compares them): still inside the 5 s
+    # leeway it allows for skewed clocks.
+    claims = {"sub": "alice", "iat": now - 60, "nbf": now - 60, "exp": now - 3,
               "iss": settings.jwt_issuer, "aud": settings.jwt_audience}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
     assert verifier.verify(token).user_id == "alice"
-    time.sleep(1.0)  # now past the leeway: a cache that outlived `exp` would still say alice
+    time.sleep(2.2)  # now past the leeway: a cache that outlived `exp` would still say alice
     with pytest.raises(Unauthenticated):
         verifier.verify(token)
 
