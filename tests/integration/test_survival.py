@@ -71,8 +71,11 @@ def test_agent_ignoring_a_cancel_is_terminated_after_the_grace_period(stack, tok
     stack.worker("w1")
     alice = tokens.user("alice").on(stack.web())
     run = alice.submit("t", "demo", {"steps": 2, "delay_ms": 1900, "stubborn": True})["run_id"]
+    # Cancel once step 1 is done (started, thinking, tool executing, tool completed: seq 4),
+    # i.e. while the agent sleeps through its 1.9 s; a cancel landing before step 1's own
+    # checks would be honoured there ("cancelled by its owner"), which is another test.
     deadline = time.monotonic() + 20
-    while alice.get(f"/api/agents/v2/{run}/state").json()["status"] != "running":
+    while alice.get(f"/api/agents/v2/{run}/state").json()["last_seq"] < 4:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert alice.post(f"/api/agents/v2/{run}/cancel").status_code == 202
