@@ -78,7 +78,7 @@ def main() -> int:
 
 
 def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
-    from factories.context import UserExecutionContext, sign_context, verify_context
+    from factories.context import UserExecutionContext
     from runlane.settings import load
     from storage import queries
     from storage.db import migrate
@@ -89,7 +89,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     migrate(database_url)
     settings = load()
     runtime = worker.install(settings)
-    key = runtime.signing_key
+    signer = runtime.signer
     limits = runtime.agents.limits("echo")
 
     def new_context(user: str = "overhead-user", thread: str = "t") -> UserExecutionContext:
@@ -99,7 +99,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             created_at=datetime.now(timezone.utc), limits=limits)
 
     ctx = new_context()
-    signed = sign_context(ctx, key)
+    signed = signer.sign(ctx)
     control_args = dict(db=runtime.db, ctx=ctx, attempt=1, heartbeat_interval=2.0,
                         cancel_grace=5.0, can_terminate=False)
     bridge = runtime.bridges.create(ctx, 1)
@@ -107,8 +107,8 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     n = args.iterations
     factories = {
         "context: build (web)": per_call_us(new_context, n),
-        "context: sign (web)": per_call_us(lambda: sign_context(ctx, key), n),
-        "context: verify (worker)": per_call_us(lambda: verify_context(signed, key), n),
+        "context: sign (web)": per_call_us(lambda: signer.sign(ctx), n),
+        "context: verify (worker)": per_call_us(lambda: signer.verify(signed), n),
         "agent: AgentInstanceFactory.create": per_call_us(lambda: runtime.agents.create(ctx), n),
         "bridge: WebSocketBridgeFactory.create": per_call_us(
             lambda: runtime.bridges.create(ctx, 1), n),
@@ -130,11 +130,11 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                                thread_id=run_ctx.thread_id, agent="echo", input=run_ctx.input,
                                metadata={}, request_id=run_ctx.request_id,
                                created_at=run_ctx.created_at)
-        messages.append(sign_context(run_ctx, key))
+        messages.append(signer.sign(run_ctx))
 
     def body(message: str, record: bool) -> None:
         marks = [time.perf_counter()]
-        run_ctx = verify_context(message, key)
+        run_ctx = signer.verify(message)
         marks.append(time.perf_counter())
         with runtime.db.session() as session:
             claim, attempt = queries.claim_run(

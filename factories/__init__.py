@@ -4,6 +4,7 @@ from __future__ import annotations
 from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
 from factories.context import (
+    ContextSigner,
     RunLimits,
     UserExecutionContext,
     sign_context,
@@ -13,6 +14,7 @@ from factories.engine import ExecutionEngineFactory
 
 __all__ = [
     "AgentInstanceFactory",
+    "ContextSigner",
     "ExecutionEngineFactory",
     "RunLimits",
     "UserExecutionContext",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from factories.agents import AgentInstanceFactory
-from factories.context import UserExecutionContext, sign_context
+from factories.context import ContextSigner, UserExecutionContext
 from storage import queries
 from storage.db import Database
 from storage.models import Run
@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(
-        self, *, db: Database, signing_key: bytes, agents: AgentInstanceFactory,
+        self, *, db: Database, signer: ContextSigner, agents: AgentInstanceFactory,
         queues: dict[str, str], default_queue: str,
     ) -> None:
         self._db = db
-        self._key = signing_key
+        self._signer = signer
         self._agents = agents
         self._queues = queues
         self._default_queue = default_queue
+        self._declared: set[str] = set()  # queues a send of this process has declared
 
     def queue_for(self, agent: str) -> str:
         return self._queues.get(agent, self._default_queue)
@@ -42,16 +43,23 @@ class Dispatcher:
         """Send one task message; time limits ride along for the prefork pool to enforce."""
         from tasks.run import execute_run  # noqa: PLC0415 - the task module imports us
 
+        queue = self.queue_for(ctx.agent)
         execute_run.apply_async(
-            args=[sign_context(ctx, self._key), dispatch],
+            args=[self._signer.sign(ctx), dispatch],
             task_id=f"{ctx.run_id}-{dispatch}",
-            queue=self.queue_for(ctx.agent),
+            queue=queue,
             soft_time_limit=ctx.limits.soft_time_limit,
             time_limit=ctx.limits.hard_time_limit,
             # What Flower and task events show of the arguments: the run, never the context
             # (it carries the agent's input). Given here, Celery also skips repr()-ing it.
             argsrepr=f"('<context of run {ctx.run_id}>', {dispatch})", kwargsrepr="{}",
+            # kombu re-checks a queue's declaration on every publish (it copies the queue and
+            # its exchange to bind them: ~35 µs of a ~290 µs send). Once a send from this
+            # process has declared the queue (workers declare theirs too, and Celery's queues
+            # are durable), the later ones skip the check.
+            **({"declare": []} if queue in self._declared else {}),
         )
+        self._declared.add(queue)
 
     def redispatch(self, owner_id: str, run_id: str) -> bool:
         """Send a waiting run again with a new token; False when it is no longer waiting."""

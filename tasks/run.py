@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from events.types import EventType
-from factories.context import UserExecutionContext, claimed_run_id, verify_context
+from factories.context import UserExecutionContext, claimed_run_id
 from runlane import logs, metrics
 from runlane.errors import ContextTampered, MalformedContext, UnprocessableInput
 from storage.queries import Claim
@@ -24,7 +24,7 @@ def execute_run(self: Any, signed_context: str, dispatch: int | None = None) -> 
     """Verify the context, claim the run, build fresh agent/bridge/engine, run to the end."""
     runtime = worker.current()
     try:
-        ctx = verify_context(signed_context, runtime.signing_key)
+        ctx = runtime.signer.verify(signed_context)
     except (ContextTampered, MalformedContext) as exc:
         run_id = claimed_run_id(signed_context)
         log.error("refused a task message naming run %s: %s", run_id, exc)

@@ -18,6 +18,7 @@ from events.transport import RedisPublisher
 from events.types import EventType
 from factories import (
     AgentInstanceFactory,
+    ContextSigner,
     ExecutionEngineFactory,
     WebSocketBridgeFactory,
 )
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    signing_key: bytes
+    signer: ContextSigner  # verifies this process's task messages
     db: Database
     events: EventLog
     publisher: RedisPublisher
@@ -54,10 +55,10 @@ class WorkerRuntime:
         publisher = RedisPublisher.from_url(settings.require_redis_url())
         events = EventLog(db)
         agents = AgentInstanceFactory.from_settings(settings)
-        signing_key = settings.context_signing_key()
+        signer = ContextSigner(settings.context_signing_key())
         return cls(
             settings=settings,
-            signing_key=signing_key,
+            signer=signer,
             db=db,
             events=events,
             publisher=publisher,
@@ -66,7 +67,7 @@ class WorkerRuntime:
                 log=events, publisher=publisher, channel_prefix=settings.channel_prefix
             ),
             engines=ExecutionEngineFactory(tools=default_tools()),
-            dispatcher=Dispatcher(db=db, signing_key=signing_key, agents=agents,
+            dispatcher=Dispatcher(db=db, signer=signer, agents=agents,
                                   queues=settings.agent_queues,
                                   default_queue=settings.default_queue),
             can_terminate=can_terminate,

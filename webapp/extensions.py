@@ -14,6 +14,7 @@ from events.transport import RedisPublisher
 from factories.adapter import FactoryAdapter
 from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
+from factories.context import ContextSigner
 from runlane.settings import Settings
 from storage.db import Database
 from tasks.dispatch import Dispatcher
@@ -50,7 +51,7 @@ class WebState:
         events = EventLog(db)
         bridges = WebSocketBridgeFactory(log=events, publisher=RedisPublisher(client),
                                          channel_prefix=settings.channel_prefix)
-        dispatcher = Dispatcher(db=db, signing_key=settings.context_signing_key(),
+        dispatcher = Dispatcher(db=db, signer=ContextSigner(settings.context_signing_key()),
                                 agents=agent_factory, queues=settings.agent_queues,
                                 default_queue=settings.default_queue)
         runs = RunService(db=db, agents=agents, dispatcher=dispatcher, bridges=bridges,

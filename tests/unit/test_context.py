@@ -7,6 +7,7 @@ from itsdangerous import URLSafeSerializer
 from pydantic import ValidationError
 
 from factories.context import (
+    ContextSigner,
     RunLimits,
     UserExecutionContext,
     sign_context,
@@ -138,3 +139,21 @@ def test_verify_rejects_a_correctly_signed_but_malformed_payload():
     token = URLSafeSerializer(KEY, salt=SALT).dumps({"user_id": "alice"})
     with pytest.raises(MalformedContext):
         verify_context(token, KEY)
+
+
+def test_a_context_signed_before_signing_skipped_compression_still_verifies():
+    """Messages already queued when a fleet upgrades were signed with itsdangerous's default
+    (zlib-compressed JSON payload); the worker must still accept them."""
+    ctx = make_ctx()
+    old = URLSafeSerializer(KEY, salt=SALT).dumps(ctx.to_dict())
+    assert old.startswith(".")  # compressed: the old format, not the one sign_context writes now
+    assert not sign_context(ctx, KEY).startswith(".")
+    assert verify_context(old, KEY) == ctx
+
+
+def test_a_signer_kept_across_calls_verifies_what_it_signed_and_refuses_other_keys():
+    signer, other = ContextSigner(KEY), ContextSigner(b"another-key-of-enough-length-000")
+    ctx = make_ctx()
+    assert signer.verify(signer.sign(ctx)) == ctx
+    with pytest.raises(ContextTampered):
+        other.verify(signer.sign(ctx))
