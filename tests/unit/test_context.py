@@ -151,6 +151,14 @@ def test_a_context_signed_before_signing_skipped_compression_still_verifies():
     assert verify_context(old, KEY) == ctx
 
 
+def test_a_context_with_a_large_input_is_signed_compressed_and_verifies():
+    ctx = make_ctx().model_copy(update={"input": {"text": "lorem ipsum " * 1000}})
+    token = sign_context(ctx, KEY)
+    assert token.startswith(".")  # zlib: 12 kB of input travel as a fraction of that
+    assert len(token) < 2000
+    assert verify_context(token, KEY) == ctx
+
+
 def test_a_signer_kept_across_calls_verifies_what_it_signed_and_refuses_other_keys():
     signer, other = ContextSigner(KEY), ContextSigner(b"another-key-of-enough-length-000")
     ctx = make_ctx()
