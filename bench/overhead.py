@@ -6,8 +6,10 @@
    signing it, verifying it (worker side), the agent, the bridge, the run control and the
    engine.
 2. The worker's task body for `echo`, stage by stage, against a real SQLite file and a real
-   (embedded) Redis, the same calls `tasks/run.py` makes: verify, claim, factories,
-   `engine.run()` (agent_started and agent_completed: numbered, logged, published), nudge.
+   (embedded) Redis, the same calls `tasks/run.py` makes, in its order: verify, the claim
+   with `agent_started` logged in its transaction, publishing it, the other factories,
+   `engine.run()` (the agent, then `agent_completed` logged with the terminal status and
+   published), nudge.
    This puts the factories in proportion to what a run costs once the message arrived.
 
 `--profile` also runs the task bodies under pyinstrument (`pip install pyinstrument`) and
@@ -78,12 +80,14 @@ def main() -> int:
 
 
 def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
+    from events.types import EventType
     from factories.context import UserExecutionContext
     from runlane.settings import load
     from storage import queries
     from storage.db import migrate
     from storage.queries import Claim
     from tasks import worker
+    from tasks.engine import started_data
     from tasks.lifecycle import RunControl
 
     migrate(database_url)
@@ -121,7 +125,9 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
 
     # The task body, stage by stage (tasks/run.py without Celery around it).
     stages: dict[str, list[float]] = {s: [] for s in
-                                      ("verify", "claim", "factories", "engine.run", "nudge")}
+                                      ("verify", "claim + agent_started logged",
+                                       "bridge + publish agent_started", "factories",
+                                       "engine.run (echo, terminal txn, publish)", "nudge")}
     messages = []
     for i in range(args.runs + 50):
         run_ctx = new_context(user=f"overhead-{i}")  # nobody waits behind it: nudge finds none
@@ -133,18 +139,20 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         messages.append(signer.sign(run_ctx))
 
     def body(message: str, record: bool) -> None:
+        # The calls tasks/run.py makes, in its order, with a mark between the stages.
         marks = [time.perf_counter()]
         run_ctx = signer.verify(message)
         marks.append(time.perf_counter())
-        with runtime.db.session() as session:
-            claim, attempt = queries.claim_run(
-                session, run_ctx.user_id, run_ctx.run_id, dispatch=1,
-                max_running=settings.max_running_per_user,
-                lease_seconds=settings.heartbeat_interval,
-                hard_limit=run_ctx.limits.hard_time_limit)
-        assert claim is Claim.CLAIMED, claim
+        claim, attempt, started = runtime.events.claim(
+            run_ctx.user_id, run_ctx.run_id, run_ctx.thread_id, dispatch=1,
+            max_running=settings.max_running_per_user, lease_seconds=settings.heartbeat_interval,
+            hard_limit=run_ctx.limits.hard_time_limit, started_type=EventType.AGENT_STARTED.value,
+            started_data=lambda attempt: started_data(run_ctx, attempt))
+        assert claim is Claim.CLAIMED and started is not None, claim
         marks.append(time.perf_counter())
         run_bridge = runtime.bridges.create(run_ctx, attempt)
+        run_bridge.announce(started)
+        marks.append(time.perf_counter())
         run_agent = runtime.agents.create(run_ctx)
         control = RunControl(db=runtime.db, ctx=run_ctx, attempt=attempt, bridge=run_bridge,
                              watchdogs=runtime.watchdogs,
@@ -153,7 +161,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         engine = runtime.engines.create(run_ctx, run_agent, run_bridge, control)
         marks.append(time.perf_counter())
         with control.watching():
-            outcome = engine.run()
+            outcome = engine.run(started=started)
         assert outcome.status is not None and outcome.status.value == "completed", outcome
         marks.append(time.perf_counter())
         runtime.dispatcher.nudge(run_ctx.user_id)
