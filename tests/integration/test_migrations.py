@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from storage.db import MIGRATIONS, make_engine
 
@@ -62,3 +63,34 @@ def test_upgrading_from_the_first_revision_keeps_every_run_and_every_event(datab
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
 
+
+def test_idempotency_keys_stay_unique_per_owner_and_keyless_runs_stay_out_of_the_index(database):
+    path, config, engine = database
+    command.upgrade(config, "0003")
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO threads VALUES ('alice', 't', ?), ('bob', 't', ?)", (NOW, NOW))
+        _insert_run(db, "run-1", "alice", key="k1")
+        _insert_run(db, "run-2", "alice")
+        _insert_run(db, "run-3", "alice")
+
+    command.upgrade(config, "head")
+
+    with sqlite3.connect(path) as db:
+        (index,) = db.execute("SELECT sql FROM sqlite_master WHERE name = "
+                              "'uq_runs_owner_idempotency'").fetchone()
+        owner_index = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ix_runs_owner_id'")
+        assert owner_index.fetchone() is None
+    assert "WHERE idempotency_key IS NOT NULL" in index
+    insert = text("INSERT INTO runs (id, owner_id, thread_id, agent, status, input, metadata, "
+                  "request_id, attempt, last_seq, created_at, idempotency_key) VALUES "
+                  "(:id, :owner, 't', 'echo', 'queued', '{}', '{}', 'r', 0, 0, :now, :key)")
+    with engine.begin() as connection:  # another owner's k1, and more runs without a key
+        connection.execute(insert, {"id": "run-4", "owner": "bob", "key": "k1", "now": NOW})
+        connection.execute(insert, {"id": "run-5", "owner": "alice", "key": None, "now": NOW})
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert, {"id": "run-6", "owner": "alice", "key": "k1", "now": NOW})
+    assert _rows(path, "runs") == 5
+
+    command.downgrade(config, "0003")  # and back: the rows survive both ways
+    command.upgrade(config, "head")
+    assert _rows(path, "runs") == 5
