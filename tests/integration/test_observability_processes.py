@@ -76,7 +76,15 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_the_web_scrape_adds_up_the_samples_of_the_worker_processes(fleet: Fleet):
-    samples = scrape(fleet.web)
+    # The worker's child records the run's duration (its last sample) just after publishing
+    # the terminal event, which the fixture already received: wait for it, then check all.
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(fleet.web)
+        if value(samples, "runlane_run_duration_seconds_count", agent="echo",
+                 status="completed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     # queued is counted by the web process; running and completed by the worker's child.
     for status in ("queued", "running", "completed"):
         assert value(samples, "runlane_runs_total", status=status, agent="echo") == 1, status
