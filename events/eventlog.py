@@ -30,8 +30,19 @@ class _NotFree(Exception):
     """The one-statement claim did not apply: roll its transaction back."""
 
 
+class _Unchanged(Exception):
+    """The status change did not apply: roll back the cursor its transaction took."""
+
+
 class EventLog:
-    """Numbers and stores events in the database, so a reconnecting client can replay them."""
+    """Numbers and stores events in the database, so a reconnecting client can replay them.
+
+    Lock order: every transaction here takes the owner's cursor row first (`next_cursor`, or
+    the claim's `_lock_user`, the same row) and the run's row after it. On PostgreSQL two
+    transactions taking them in opposite orders deadlock: a cancel of a queued run that
+    locked the run first and a worker's claim of it that locked the owner first did, and one
+    of them failed (`tests/integration/test_lock_order.py`).
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -42,8 +53,10 @@ class EventLog:
     ) -> Event:
         """Raises queries.Superseded when `attempt` no longer holds the run."""
         with self._db.transaction() as session:
+            cursor = event_queries.next_cursor(session, owner_id)  # the owner's lock first
             return _logged(event_queries.append_event(
-                session, owner_id, run_id, thread_id, type, data, attempt=attempt))
+                session, owner_id, run_id, thread_id, type, data, attempt=attempt,
+                cursor=cursor))
 
     def claim(
         self, owner_id: str, run_id: str, thread_id: str, *, dispatch: int | None,
@@ -93,14 +106,19 @@ class EventLog:
     ) -> Event | None:
         """Change the run's status and log its event in one transaction, or do neither
         (None) when the run is no longer in `from_statuses` for `attempt`."""
-        with self._db.transaction() as session:
-            seq = queries.transition_numbered(session, owner_id, run_id, to=to,
-                                              from_statuses=from_statuses, attempt=attempt,
-                                              lease_before=lease_before, **values)
-            if seq is None:
-                return None
-            return _logged(event_queries.append_event(session, owner_id, run_id, thread_id,
-                                                      event_type, data, seq=seq))
+        try:
+            with self._db.transaction() as session:
+                cursor = event_queries.next_cursor(session, owner_id)  # the owner's lock first
+                seq = queries.transition_numbered(session, owner_id, run_id, to=to,
+                                                  from_statuses=from_statuses, attempt=attempt,
+                                                  lease_before=lease_before, **values)
+                if seq is None:
+                    raise _Unchanged
+                return _logged(event_queries.append_event(
+                    session, owner_id, run_id, thread_id, event_type, data, seq=seq,
+                    cursor=cursor))
+        except _Unchanged:
+            return None
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000
