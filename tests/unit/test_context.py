@@ -10,6 +10,7 @@ from factories.context import (
     ContextSigner,
     RunLimits,
     UserExecutionContext,
+    claimed_run_id,
     sign_context,
     verify_context,
 )
@@ -165,3 +166,16 @@ def test_a_signer_kept_across_calls_verifies_what_it_signed_and_refuses_other_ke
     assert signer.verify(signer.sign(ctx)) == ctx
     with pytest.raises(ContextTampered):
         other.verify(signer.sign(ctx))
+
+
+def test_the_run_a_refused_message_names_is_read_from_either_payload_form():
+    """A message that fails verification still names the run to end as failed."""
+    ctx = make_ctx()
+    current = sign_context(ctx, KEY)  # uncompressed
+    old = URLSafeSerializer(KEY, salt=SALT).dumps(ctx.to_dict())  # zlib-compressed
+    for token in (current, old):
+        forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        with pytest.raises(ContextTampered):
+            verify_context(forged, KEY)
+        assert claimed_run_id(forged) == ctx.run_id
+    assert claimed_run_id("not a token") is None
