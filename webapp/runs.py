@@ -144,23 +144,22 @@ class RunService:
                     max_waiting=self._max_queued,
                 ):
                     raise self._too_many()
-            resource = RunResource(
-                run_id=ctx.run_id, thread_id=ctx.thread_id, agent=ctx.agent,
-                status=RunStatus.QUEUED.value, input=ctx.input, output=None, error=None,
-                metadata=metadata or {}, attempt=0, created_at=ctx.created_at, started_at=None,
-                finished_at=None, last_seq=0,
-            )
-            metrics.run_status(RunStatus.QUEUED.value, ctx.agent)
         except IntegrityError:  # the same key, submitted concurrently
             existing = self._existing(ctx.user_id, idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return existing, True
-        try:
+        try:  # first thing after the commit: the run's latency starts counting here
             self._dispatcher.send(ctx, dispatch=1)
         except Exception:  # broker down: the run stays queued; the reaper re-sends it
             log.exception("could not send run %s; it stays queued", ctx.run_id)
-        return resource, False
+        metrics.run_status(RunStatus.QUEUED.value, ctx.agent)
+        return RunResource(
+            run_id=ctx.run_id, thread_id=ctx.thread_id, agent=ctx.agent,
+            status=RunStatus.QUEUED.value, input=ctx.input, output=None, error=None,
+            metadata=metadata or {}, attempt=0, created_at=ctx.created_at, started_at=None,
+            finished_at=None, last_seq=0,
+        ), False
 
     def _check_queued(self, session: queries.Executor, owner_id: str) -> None:
         if queries.count_waiting(session, owner_id) >= self._max_queued:
