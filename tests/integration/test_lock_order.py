@@ -4,13 +4,11 @@ claim does, so two of them never wait for each other in a cycle.
 PostgreSQL locks rows and breaks such a cycle by failing one transaction ("deadlock
 detected"): a cancel of a queued run (run row, then owner) racing a worker's claim of it
 (owner, then run row) did, and the cancel answered 500. SQLite has a single write lock, where
-the question does not arise, so this runs against PostgreSQL: RUNLANE_TEST_DATABASE_URL when
-it names one, else the one this project's machines run (127.0.0.1:5432, database `test`);
-skipped when there is none.
+the question does not arise, so this runs against PostgreSQL (`postgres_url`, skipped when
+there is none).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -20,29 +18,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from events.eventlog import EventLog
 from storage import queries, statements
-from storage.db import Database, migrate
+from storage.db import Database
 from storage.models import WAITING, RunStatus
-
-MACHINE_POSTGRES = "postgresql://postgres@127.0.0.1/test"
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Database]:
-    url = os.environ.get("RUNLANE_TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        url = MACHINE_POSTGRES
-    database = Database(url)
-    try:
-        with database.transaction() as connection:
-            connection.execute(text("SELECT 1"))
-    except OperationalError:
-        database.dispose()
-        pytest.skip("no PostgreSQL to run against")
-    migrate(url)
+def pg(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url)
     yield database
     database.dispose()
 
