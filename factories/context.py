@@ -58,11 +58,25 @@ class UserExecutionContext(BaseModel):
         """
         if not isinstance(data, dict):
             raise MalformedContext("context must be a JSON object")
+        return cls.from_json(json.dumps(data))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> UserExecutionContext:
+        """Rebuild from JSON text (what a signed task message carries).
+
+        Raises:
+            MalformedContext: not a JSON object, or a field is missing, unknown or of the
+                wrong type.
+        """
         try:
             # JSON mode accepts ISO strings for datetimes while staying strict elsewhere.
-            return cls.model_validate_json(json.dumps(data))
+            return cls.model_validate_json(text)
         except ValidationError as exc:
-            raise MalformedContext(_problems(exc)) from None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise MalformedContext(problems) from None
 
 
 class _JSONText:
@@ -115,16 +129,7 @@ class ContextSigner:
             text = self._serializer.loads(token)
         except BadSignature:
             raise ContextTampered("task context signature does not verify") from None
-        try:
-            return UserExecutionContext.model_validate_json(text)
-        except ValidationError as exc:
-            raise MalformedContext(_problems(exc)) from None
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )
+        return UserExecutionContext.from_json(text)
 
 
 def sign_context(ctx: UserExecutionContext, key: bytes) -> str:

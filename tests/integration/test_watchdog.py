@@ -107,14 +107,19 @@ def lifecycle_log() -> Iterator[Records]:
         logger.removeHandler(handler)
 
 
+def complete(db: Database, ctx: Any, attempt: int) -> None:
+    """End the run as this attempt's engine would (the transition must apply)."""
+    with db.session() as session:
+        assert queries.transition(session, ctx.user_id, ctx.run_id, to=RunStatus.COMPLETED,
+                                  from_statuses=EXECUTING, attempt=attempt)
+
+
 def test_a_run_this_attempt_finished_is_not_taken_for_a_takeover(database_url):
     db = Database(database_url)
     ctx, attempt = claimed_run(db)
     watched = control(db, ctx, attempt)
     with watched.watching():
-        with db.session() as session:  # what the engine's terminal transaction does
-            assert queries.transition(session, ctx.user_id, ctx.run_id, to=RunStatus.COMPLETED,
-                                      from_statuses=EXECUTING, attempt=attempt)
+        complete(db, ctx, attempt)  # what the engine's terminal transaction does
         time.sleep(HEARTBEAT * 0.75)  # at least one renewal sees the run no longer held
     assert not watched.superseded
     db.dispose()
@@ -142,9 +147,7 @@ def test_a_finished_run_is_not_ended_after_it_left_watching(database_url):
     ctx, attempt = claimed_run(db)
     watched = control(db, ctx, attempt)
     with watched.watching():
-        with db.session() as session:
-            assert queries.transition(session, ctx.user_id, ctx.run_id, to=RunStatus.COMPLETED,
-                                      from_statuses=EXECUTING, attempt=attempt)
+        complete(db, ctx, attempt)
         time.sleep(HEARTBEAT * 0.75)  # the renewal at HEARTBEAT / 2 found the lease gone
     time.sleep(HEARTBEAT)  # well past the re-check it had scheduled
     assert not watched.superseded
