@@ -1,7 +1,7 @@
 """The raw floor for the worker-side benchmarks: a bare Celery app configured exactly like
 Runlane's (it loads the same `celeryconfig`: json, acks_late, reject on worker lost,
-prefetch 1, no result backend, task events), on the same Redis, but on its own queue and with
-tasks that do nothing of Runlane's.
+prefetch 1, no result backend, task events), on the same Redis, but on its own queue, with
+kombu's stock Redis transport and with tasks that do nothing of Runlane's.
 
     celery -A bare_celery worker -P prefork -c 1 -Q bare      (run from bench/, ROOT on PYTHONPATH)
 
@@ -11,6 +11,7 @@ subscriber in the benchmark receives (one Redis publish, like Runlane's terminal
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -21,9 +22,15 @@ import celeryconfig
 
 QUEUE = "bare"
 
+# Stock Celery: kombu's own Redis transport, not the one Runlane's config names
+# (`tasks/broker.py`, one redis-py client per channel), unless BARE_CELERY_TRANSPORT=runlane
+# asks for that comparison.
+TRANSPORT = celeryconfig.broker_transport if os.environ.get(
+    "BARE_CELERY_TRANSPORT") == "runlane" else None
+
 app = Celery("bare")
 app.config_from_object(celeryconfig)
-app.conf.update(task_default_queue=QUEUE, beat_schedule={})
+app.conf.update(task_default_queue=QUEUE, beat_schedule={}, broker_transport=TRANSPORT)
 
 
 class _Conn:

@@ -1,12 +1,14 @@
 """End-to-end latency of one `echo` run, next to the raw floor measured in the same run.
 
     python bench/e2e.py [--runs 1000] [--blocks 10] [--rounds 3] [--thread-per-run]
+                         [--floor-transport kombu|runlane]
 
 Runlane: `POST /api/agents/v2/thread/<t>/runs` -> `agent_started`, and -> `agent_completed`,
 as they arrive on the owner's websocket (one `runlane web` under gunicorn + gevent, one
 worker process `celery -A tasks worker -P prefork -c 1`, embedded Redis, SQLite).
 
-Raw floor, same Redis, same Celery settings (`bench/bare_celery.py` loads `celeryconfig`):
+Raw floor, same Redis, same Celery settings (`bench/bare_celery.py` loads `celeryconfig`) on
+stock Celery (kombu's own Redis transport; `--floor-transport runlane` gives it Runlane's):
 a bare Celery task round trip (send -> a prefork `-c 1` worker runs the task -> it publishes
 on a Redis channel -> a redis-py subscriber here gets it), and the bare Redis
 publish -> subscriber hop alone. Reference (not a floor): the same round trip started over
@@ -24,6 +26,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import socket
 import sys
 import threading
@@ -362,8 +365,12 @@ def main() -> int:
                         help="fresh deployments measured one after the other (pooled)")
     parser.add_argument("--thread-per-run", action="store_true",
                         help="a new thread per run (default: all runs in one thread)")
+    parser.add_argument("--floor-transport", choices=["kombu", "runlane"], default="kombu",
+                        help="the floor's Redis transport: kombu's stock one (the raw floor), "
+                             "or Runlane's (tasks/broker.py), to see what it saves the floor")
     parser.add_argument("--out", default="e2e", help="result name under bench/results/")
     args = parser.parse_args()
+    os.environ["BARE_CELERY_TRANSPORT"] = args.floor_transport  # the rounds' processes inherit it
     stop_on_sigterm()
     load_before = load_average()
     pooled = Samples()
@@ -385,7 +392,8 @@ def main() -> int:
     floor = ms["celery_task_round_trip"]
     result: dict[str, Any] = {
         "runs": args.runs * args.rounds, "rounds": args.rounds, "runs_per_round": args.runs,
-        "thread_per_run": args.thread_per_run, "seconds": round(elapsed, 1),
+        "thread_per_run": args.thread_per_run, "floor_transport": args.floor_transport,
+        "seconds": round(elapsed, 1),
         "machine": machine(), "load_average": {"before": load_before, "after": load_average()},
         "runlane_ms": {name: ms[name] for name in (
             "submit_to_202", "submit_to_agent_started", "submit_to_agent_completed")},
@@ -414,8 +422,8 @@ def main() -> int:
     rows += [["ratio: agent completed / http glue",
               *(f"{x}x" for x in result["ratio_to_http_glue"].values())]]
     print(f"echo, {args.runs} runs each side in each of {args.rounds} rounds (pooled), one in "
-          f"flight; load average {result['load_average']['before']} -> "
-          f"{result['load_average']['after']}")
+          f"flight; the floor on {args.floor_transport}'s Redis transport; load average "
+          f"{result['load_average']['before']} -> {result['load_average']['after']}")
     print_table(["ms", "p50", "p95", "p99"], rows)
     print(f"p50 ratio (agent completed / floor) by round: "
           f"{', '.join(f'{r}x' for r in round_ratios)}")
