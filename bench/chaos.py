@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+STAMP = re.compile(r"\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 sys.path.insert(0, str(ROOT))
 
 from runlane.settings import load  # noqa: E402
@@ -129,8 +131,9 @@ def main() -> int:
         detections: list[float] = []
         for log in workdir.glob("*.log"):
             for line in log.read_text(errors="replace").splitlines():
-                if "lost its worker" in line and line.startswith("["):
-                    stamp = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                # Runlane's text format starts with the time; Celery's own with "[time".
+                if "lost its worker" in line and (found := STAMP.match(line)):
+                    stamp = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
                     before = [k for k, _ in kills if k <= stamp]
                     if before:
                         detections.append(stamp - max(before))
