@@ -3,10 +3,12 @@
 kombu's Redis channel builds a new `redis.Redis` for every command it sends outside its
 consumer loop: each task message sent, each task event published, each acknowledgement.
 With redis-py 8 building one costs ~50 µs (its response-callback table is rebuilt per
-client), which was a sixth of a submission's `apply_async` and ~0.2 ms of a worker's main
-process per task (issue 9). The client holds no connection of its own (it borrows from the
-channel's pool per command and is safe to share), so one per channel does the same work;
-it is rebuilt whenever the channel's pool is (after a fork, after a reconnect).
+client): a sixth of a submission's `apply_async`, and a quarter of the CPU a worker's main
+process spent per task, some of it while the task's own child waited for a core (0.45 ms of
+`echo`'s end-to-end p50 on two cores; issue 9, docs/benchmarks.md item 24). The client holds
+no connection of its own (it borrows one from the channel's pool per command and is safe to
+share), so one per channel does the same work; it is rebuilt whenever the channel's pool is
+(after a fork, after a reconnect).
 """
 from __future__ import annotations
 
