@@ -27,6 +27,10 @@ _VARS: dict[str, ContextVar[str | None]] = {
 # A JWT that slipped into a message (an exception text, a URL) is masked, whatever logged it.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"
+# Celery's worker writes a line per task received, succeeded or retried. About a run, they
+# carry the task id but neither the user nor the request, and they repeat the worker's own
+# `run started` / `run ended` lines, which carry all three.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 Tokens = list[tuple[ContextVar[str | None], Token[str | None]]]
 
@@ -124,6 +128,16 @@ def adopt(handler: logging.Handler, settings: Settings) -> None:
     handler.setFormatter(formatter(settings))
     if not any(isinstance(f, ContextFilter) for f in handler.filters):
         handler.addFilter(ContextFilter())
+
+
+def quiet_celery_task_lines(settings: Settings) -> None:
+    """Celery's per-task lines only at DEBUG; its warnings and errors about tasks still show.
+
+    Besides being about a run without its ids, they cost the worker a formatted line per task
+    on the task's way in (issue 9)."""
+    if settings.log_level.upper() != "DEBUG":
+        for name in CELERY_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure(settings: Settings, *, level: str | int | None = None,

@@ -54,7 +54,10 @@ def _execute(
         return "stale"
     if claim is Claim.BLOCKED:
         # Step aside so other users' runs use this worker; a finishing run nudges us sooner.
-        raise self.retry(countdown=min(0.25 * 2 ** self.request.retries, 5.0))
+        countdown = min(0.25 * 2 ** self.request.retries, 5.0)
+        log.info("run %s waits: its owner is at the running limit or its thread is busy; "
+                 "retry in %.2fs", ctx.run_id, countdown)
+        raise self.retry(countdown=countdown)
 
     assert started_event is not None  # logged with every successful claim
     # From here to the terminal event only what the run needs (and its start line): the

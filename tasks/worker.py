@@ -152,6 +152,7 @@ def _on_setup_logger(logger: logging.Logger, **_: Any) -> None:
     settings = load()
     for handler in logger.handlers:
         logs.adopt(handler, settings)
+    logs.quiet_celery_task_lines(settings)
 
 
 @signals.worker_shutdown.connect

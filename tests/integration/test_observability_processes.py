@@ -134,6 +134,10 @@ def test_web_and_worker_lines_are_json_with_the_runs_ids_and_no_token_or_input(f
     assert {line["message"].split(":")[0].split(" after")[0] for line in mine} >= {
         "run started", "run ended completed"}
     assert all({k: line.get(k) for k in ids} == ids for line in mine)
+    # Every worker line about the run carries its ids: Celery's own per-task lines (the task id
+    # is the run's id) are left to DEBUG, since they could not.
+    about = [line for line in json_lines(worker_log) if fleet.run_id in json.dumps(line)]
+    assert about == mine
 
     for text in (web_log, worker_log):
         assert fleet.user.token not in text

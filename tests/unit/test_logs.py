@@ -127,3 +127,19 @@ def test_configure_replaces_its_own_handler_and_keeps_others():
         for handler in (other, *[h for h in root.handlers if getattr(h, "_runlane", False)]):
             root.removeHandler(handler)
         root.setLevel(level)
+
+
+@pytest.mark.parametrize(("level", "celery_level"), [
+    ("INFO", logging.WARNING), ("WARNING", logging.WARNING), ("DEBUG", logging.NOTSET),
+])
+def test_celerys_per_task_lines_only_at_debug(level, celery_level):
+    loggers = [logging.getLogger(name) for name in logs.CELERY_TASK_LOGGERS]
+    before = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.NOTSET)
+        logs.quiet_celery_task_lines(settings(log_level=level))
+        assert [logger.level for logger in loggers] == [celery_level] * len(loggers)
+    finally:
+        for logger, old in zip(loggers, before, strict=True):
+            logger.setLevel(old)
