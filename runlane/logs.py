@@ -131,10 +131,7 @@ def adopt(handler: logging.Handler, settings: Settings) -> None:
 
 
 def quiet_celery_task_lines(settings: Settings) -> None:
-    """Celery's per-task lines only at DEBUG; its warnings and errors about tasks still show.
-
-    Besides being about a run without its ids, they cost the worker a formatted line per task
-    on the task's way in (issue 9)."""
+    """Celery's per-task lines only at DEBUG; its warnings and errors about tasks still show."""
     if settings.log_level.upper() != "DEBUG":
         for name in CELERY_TASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
