@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from events.types import EventType
 from factories.bridge import WebSocketBridgeFactory
-from runlane import metrics
+from runlane import logs, metrics
 from runlane.settings import Settings
 from storage import queries
 from storage.db import Database
@@ -56,8 +56,14 @@ class Reaper:
             lapsed = queries.lapsed_leases(session, now)
             stale = queries.undispatched(
                 session, now - timedelta(seconds=self._settings.resend_after))
-        moved = sum(self._lapsed(run, now) for run in lapsed)
-        return moved + sum(self._waiting(run, now) for run in stale)
+        moved = 0
+        for handle, runs in ((self._lapsed, lapsed), (self._waiting, stale)):
+            for run in runs:
+                # Its lines (and the bridge's, the dispatcher's) carry the run's ids, like the
+                # lines its worker wrote.
+                with logs.bound(run_id=run.id, user_id=run.owner_id, request_id=run.request_id):
+                    moved += handle(run, now)
+        return moved
 
     def _end(self, run: Run, to: RunStatus, event: EventType, reason: str,
              from_statuses: frozenset[RunStatus], now: datetime) -> bool:

@@ -49,6 +49,9 @@ def test_sigkilled_worker_run_is_finished_by_another_worker_as_attempt_2(stack, 
     assert state["status"] == "completed" and state["attempt"] == 2
     other = next(n for n in workers if n != holder)
     assert started(stack.log(other), run, attempt=2)  # the survivor ran the second attempt
+    # Its reaper found the run lost, and said so with the run's ids.
+    lost = [line for line in stack.log(other).splitlines() if f"run {run} lost its worker" in line]
+    assert lost and all(f"run_id={run} user_id={alice.user_id}]" in line for line in lost)
     print(f"run resumed {time.monotonic() - killed_at:.2f}s after the kill")
 
 
