@@ -20,28 +20,46 @@ Reliability choices, and why:
   issue 9) for a "sent" state Flower does not need (it shows tasks from "received" on).
 - beat_schedule: the event-log purge runs hourly; `runlane up` embeds beat in its worker
   (`-B`), a fleet runs exactly one `celery -A tasks beat`.
+
+Nothing is read when this module is imported, and it has no setting at module level. It is
+installed as a top-level `celeryconfig`, the module Celery's *default* app imports in every
+folder: another project's `celery --broker=... inspect ping` or `celery flower` (no `-A`)
+imports it and must neither fail (a missing REDIS_URL used to raise here) nor silently get
+Runlane's broker, transport and queues. Only Runlane's app asks for the settings, by calling
+`celery_settings()` (tasks/celery_app.py); a missing REDIS_URL is reported when a Runlane
+worker or web process starts, which needs it.
 """
 from __future__ import annotations
 
-from runlane.settings import load
-from tasks.broker import transport_for
+from typing import Any
 
-_settings = load()
 
-broker_url = _settings.require_redis_url()
-broker_transport = transport_for(broker_url)
-broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": 3600}
-result_backend = None
-task_ignore_result = True
-task_serializer = "json"
-accept_content = ["json"]
-task_acks_late = True
-task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
-task_default_queue = "runlane"
-worker_send_task_events = True
-task_send_sent_event = False
-beat_schedule = {
-    "purge-events": {"task": "runlane.purge_events", "schedule": 3600.0},
-}
+def celery_settings() -> dict[str, Any]:
+    """Runlane's Celery settings from the environment (read now, not on import).
+
+    broker_url is None while REDIS_URL is unset: Runlane's processes refuse to start without
+    it, with a message, before they would connect.
+    """
+    from runlane.settings import load  # noqa: PLC0415 - nothing is read on import
+    from tasks.broker import transport_for  # noqa: PLC0415
+
+    broker_url = load().redis_url
+    return {
+        "broker_url": broker_url,
+        "broker_transport": transport_for(broker_url) if broker_url else None,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "runlane",
+        "worker_send_task_events": True,
+        "task_send_sent_event": False,
+        "beat_schedule": {
+            "purge-events": {"task": "runlane.purge_events", "schedule": 3600.0},
+        },
+    }

@@ -25,11 +25,12 @@ QUEUE = "bare"
 # Stock Celery: kombu's own Redis transport, not the one Runlane's config names
 # (`tasks/broker.py`, one redis-py client per channel), unless BARE_CELERY_TRANSPORT=runlane
 # asks for that comparison.
-TRANSPORT = celeryconfig.broker_transport if os.environ.get(
+SETTINGS = celeryconfig.celery_settings()
+TRANSPORT = SETTINGS["broker_transport"] if os.environ.get(
     "BARE_CELERY_TRANSPORT") == "runlane" else None
 
 app = Celery("bare")
-app.config_from_object(celeryconfig)
+app.config_from_object(SETTINGS)
 app.conf.update(task_default_queue=QUEUE, beat_schedule={}, broker_transport=TRANSPORT)
 
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runlane.errors import ConfigurationError
 
 MigrationMode = Literal["factory_preferred", "factory_only"]
+SECRET_FILE = "secret.key"  # the development token secret, in the instance folder
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,8 @@ class Settings(BaseSettings):
     default_queue: str = "runlane"
     agent_queues: dict[str, str] = {}  # agent -> queue name
     event_retention_days: float = 7.0
+    # Web and worker migrate a database that is behind instead of refusing to start.
+    auto_migrate: bool = False
     migration_mode: MigrationMode = "factory_preferred"
     migration_routes: dict[str, MigrationMode] = {}
     v1_default_agent: str = "demo"
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
 
 def instance_secret(instance_path: Path) -> str:
     """Read, or create once with mode 0600, the development secret of an instance folder."""
-    path = instance_path / "secret.key"
+    path = instance_path / SECRET_FILE
     try:
         return path.read_text().strip()
     except FileNotFoundError:

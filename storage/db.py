@@ -1,6 +1,7 @@
 """Engine and session factory from a database URL; migrations applied by `migrate()`."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,14 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 15000
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the web read while a worker writes; busy_timeout waits out short write locks.
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=15000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
@@ -67,12 +69,37 @@ class Database:
 
 
 def migrate(url: str) -> None:
-    """Bring the schema at `url` to the newest Alembic revision."""
-    from alembic import command  # noqa: PLC0415 - only the CLI and tests migrate
-    from alembic.config import Config
+    """Bring the schema at `url` to the newest Alembic revision.
 
+    A SQLite file's folder is created first: `runlane migrate` in a fresh folder must not fail
+    on the instance folder that `runlane up` would have made.
+    """
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    with quiet_alembic():  # its plugins are set up when its runtime is first imported
+        from alembic import command  # noqa: PLC0415 - only the CLI and tests migrate
+        from alembic.config import Config  # noqa: PLC0415
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = make_engine(url)
-    command.upgrade(cfg, "head")
-    cfg.attributes["engine"].dispose()
+    try:
+        command.upgrade(cfg, "head")
+    finally:
+        cfg.attributes["engine"].dispose()
+
+
+@contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Meanwhile, Alembic's plugin registry logs only warnings: loading Alembic's runtime logs
+    one "setup plugin" line per built-in plugin at INFO, news to no one starting a process."""
+    logger = logging.getLogger("alembic.runtime.plugins")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import atexit
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
-from runlane.settings import load
+from runlane.settings import Settings, load
 from webapp import problems
 from webapp.extensions import WebState, sock
+
+log = logging.getLogger(__name__)
 
 PREFIXES = ("/api/agents", "/api/agent")
 
@@ -19,6 +22,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from webapp import dashboard, health, logcontext, metrics, migration, openapi, sockets, v1, v2  # noqa: PLC0415 - blueprints import the extensions
 
     settings = load(overrides)
+    _require_schema(settings)
     app = Flask(
         __name__, instance_path=str(settings.instance_path.resolve()), static_folder=None
     )
@@ -52,3 +56,22 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                              "Link"])
     migration.log_startup(app, settings)
     return app
+
+
+def _require_schema(settings: Settings) -> None:
+    """Refuse to serve a database without the schema (every request would fail); one that
+    cannot be reached yet is left to /readyz, as a database that goes away later would be.
+
+    Raises:
+        storage.schema.SchemaNotCurrent: reachable and not at head, auto-migrate off.
+    """
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+
+    from storage.schema import require_current_schema  # noqa: PLC0415
+
+    try:
+        require_current_schema(settings.resolved_database_url(),
+                               auto_migrate=settings.auto_migrate)
+    except OperationalError as exc:
+        log.warning("database not reachable at start, /readyz answers 503 until it is: %s",
+                    exc.orig if exc.orig is not None else exc)

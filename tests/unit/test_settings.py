@@ -70,3 +70,25 @@ def test_resolved_database_url_defaults_to_sqlite_in_the_instance_folder(tmp_pat
     assert settings(tmp_path).resolved_database_url() == (
         f"sqlite:///{(tmp_path / 'runlane.db').resolve()}")
     assert settings(tmp_path, database_url="sqlite:///x.db").resolved_database_url() == "sqlite:///x.db"
+
+
+def test_signing_secret_source_refuses_to_invent_an_instance_secret(tmp_path):
+    from runlane.secrets import signing_secret_source
+
+    with pytest.raises(ConfigurationError, match="--init"):
+        signing_secret_source(settings(tmp_path / "nowhere"))
+    assert not (tmp_path / "nowhere").exists()
+    created = signing_secret_source(settings(tmp_path / "here"), init=True)
+    assert "new development secret" in created and (tmp_path / "here" / "secret.key").exists()
+    assert signing_secret_source(settings(tmp_path / "here")) == (
+        f"the development secret of instance folder {(tmp_path / 'here').resolve()}")
+
+
+def test_signing_secret_source_names_the_configured_key(tmp_path):
+    from runlane.secrets import signing_secret_source
+
+    assert signing_secret_source(settings(tmp_path, secret_key=SECRET)) == "RUNLANE_SECRET_KEY"
+    rotated = settings(tmp_path, jwt_keys={"2026": SECRET}, jwt_active_kid="2026")
+    assert signing_secret_source(rotated) == "RUNLANE_JWT_KEYS key '2026'"
+    with pytest.raises(ConfigurationError, match="production"):
+        signing_secret_source(settings(tmp_path, env="production"))
