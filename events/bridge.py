@@ -10,6 +10,8 @@ from storage.models import RunStatus
 
 
 class Publisher(Protocol):
+    """Publishes one encoded event; a publisher that defers replies also has `flush()`."""
+
     def publish(self, channel: str, data: str) -> bool: ...
 
 
@@ -57,7 +59,11 @@ class EventBridge:
             attempt=self.attempt, event_type=event_type, data=data, **values,
         )
         if event is not None:
-            metrics.published(event_type, self._publisher.publish(self.channel, event.encode()))
+            sent = self._publisher.publish(self.channel, event.encode())
+            # A status change is often a run's last event: no later publish would read its
+            # reply and notice that it was lost, so it is confirmed now.
+            flush = getattr(self._publisher, "flush", None)
+            metrics.published(event_type, sent and (flush is None or flush()))
             metrics.run_status(to.value, self.agent)  # the one place every run's end passes
         return event
 

@@ -5,10 +5,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy import select
+
 from events.types import Event
 from storage import event_queries, queries
 from storage.db import Database
-from storage.models import EventRecord, RunStatus
+from storage.models import EventRecord, RunStatus, UserStream
 
 
 def _to_event(record: EventRecord) -> Event:
@@ -134,6 +136,23 @@ class EventLog:
     def last_cursor(self, owner_id: str) -> int:
         with self._db.session() as session:
             return event_queries.last_cursor(session, owner_id)
+
+    def last_cursors(self, owner_ids: list[str]) -> dict[str, int]:
+        """The newest cursor of each of `owner_ids` that has one, in one indexed read (the
+        routers' tail check: every connected user, once a second)."""
+        if not owner_ids:
+            return {}
+        stmt = select(UserStream.owner_id, UserStream.last_cursor).where(
+            UserStream.owner_id.in_(owner_ids))
+        with self._db.session() as session:
+            return {owner: int(cursor or 0) for owner, cursor in session.execute(stmt)}
+
+    def run_finished(self, owner_id: str, run_id: str) -> bool:
+        """Whether the run is in a terminal status (its terminal event is then logged: both
+        are written in one transaction)."""
+        with self._db.session() as session:
+            run = queries.get_run(session, owner_id, run_id)
+            return run is not None and RunStatus(run.status).terminal
 
     def replay_gap(self, owner_id: str, after: int, run_id: str | None = None) -> bool:
         """True when events after `after` (a cursor, or a run's seq) were purged by retention,

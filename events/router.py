@@ -5,7 +5,11 @@ under gevent): redis-py's PubSub must not be shared, so attach/detach only note 
 changed under a lock and the listener applies those changes between reads.
 
 A second process-wide thread ticks every sink once per `tick_interval` (the event socket
-sends its keep-alive ping on that tick), so no socket needs a timer of its own.
+sends its keep-alive ping on that tick), so no socket needs a timer of its own. The same
+thread checks the log's tail every TAIL_INTERVAL: one batched read of the connected users'
+newest cursors; a sink whose consumer has not been offered an event the log held a whole
+interval earlier gets TAIL and replays from the log, so an event whose publish was lost
+reaches every connected consumer within TAIL_BOUND (docs/websocket.md).
 """
 from __future__ import annotations
 
@@ -13,21 +17,30 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from events.channels import user_channel, user_of_channel
 from events.sink import SocketSink
+from events.transport import count_lost
 from runlane import metrics
 
-__all__ = ["SocketRouter", "SocketSink", "RESYNC", "TICK"]
+__all__ = ["SocketRouter", "SocketSink", "RESYNC", "TAIL", "TAIL_BOUND", "TICK"]
 
 # The control command a sink receives after the router re-subscribed following a Redis loss:
-# pub/sub kept nothing meanwhile, so the socket replays from the event log.
+# pub/sub kept nothing meanwhile, so the socket replays from the event log. Each sink gets
+# its own copy with `after`: the per-user cursor up to which it was offered every event.
 RESYNC = {"type": "__resync__"}
 # Offered to every sink once per tick interval (keep-alive pings); consumers may ignore it.
 TICK = {"type": "__tick__"}
+# Offered (with `after`, like RESYNC) by the tail check to a sink that missed logged events
+# (a publish was lost): its consumer replays from the log after that cursor.
+TAIL = {"type": "__tail__"}
+TAIL_INTERVAL = 1.0  # seconds between two looks at the connected users' newest cursors
+TAIL_BOUND = 2 * TAIL_INTERVAL  # logged to offered-from-the-log, at most (plus one read)
+TAIL_BATCH = 500  # users per read
 STUCK_AFTER = 5.0  # at least this many seconds overflowed before a sink is told it is stuck
 TICK_PERIOD = 0.05  # the ticker's step: each step ticks 1/(interval/period) of the sinks
 
@@ -38,11 +51,17 @@ class SocketRouter:
     """Delivers each published event to the sinks of the user whose channel carried it."""
 
     def __init__(self, redis_url: str, *, prefix: str, poll_interval: float = 0.01,
-                 tick_interval: float | None = None) -> None:
+                 tick_interval: float | None = None,
+                 cursors: Callable[[list[str]], dict[str, int]] | None = None,
+                 tail_interval: float = TAIL_INTERVAL) -> None:
+        """`cursors` maps user ids to their newest logged cursor (EventLog.last_cursors);
+        without it there is no tail check."""
         self._redis_url = redis_url
         self._prefix = prefix
         self._poll = poll_interval
         self._tick = tick_interval
+        self._cursors = cursors
+        self._tail_interval = tail_interval
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a subscription was confirmed
         # Per user: a tuple (replaced, never mutated, so a reader may keep it), not a set:
@@ -155,7 +174,7 @@ class SocketRouter:
         sinks = self._all_sinks()
         log.info("event router re-subscribed; %d sockets replay from the log", len(sinks))
         for sink in sinks:
-            sink.offer_control(RESYNC)
+            sink.offer_control({**RESYNC, "after": sink.cursor})
 
     def _tick_forever(self) -> None:
         """Give each sink one TICK per `tick_interval`, a few at a time every TICK_PERIOD
@@ -167,9 +186,15 @@ class SocketRouter:
         stuck_after = max(2, round(max(interval, STUCK_AFTER)))
         round_sinks: list[SocketSink] = []
         per_pass = pos = 0
-        next_round = next_check = time.monotonic()
+        next_round = next_check = next_tail = time.monotonic()
         while not self._stopping.wait(TICK_PERIOD):
             now = time.monotonic()
+            if self._cursors is not None and now >= next_tail:
+                next_tail = now + self._tail_interval
+                try:
+                    self.check_tails()
+                except Exception:  # noqa: BLE001 - a database hiccup: try next interval
+                    log.warning("tail check failed; trying again", exc_info=True)
             if now >= next_check:
                 next_check = now + 1.0
                 for sink in self._all_sinks():
@@ -186,6 +211,28 @@ class SocketRouter:
             for sink in round_sinks[pos:pos + int(per_pass)]:
                 sink.offer_control(TICK)
             pos += int(per_pass)
+
+    def check_tails(self) -> None:
+        """Offer TAIL to each sink that has not been offered a cursor its user's log held at
+        the previous check: a whole interval is far longer than a publish takes, so that
+        event's publish was lost (or Redis is away)."""
+        assert self._cursors is not None
+        with self._lock:
+            groups = list(self._sinks.items())
+        for start in range(0, len(groups), TAIL_BATCH):
+            chunk = groups[start:start + TAIL_BATCH]
+            newest = self._cursors([user for user, _ in chunk])
+            for user, sinks in chunk:
+                logged = newest.get(user, 0)
+                missed = 0
+                for sink in sinks:
+                    if sink.behind > sink.cursor:
+                        missed = max(missed, sink.behind - sink.cursor - len(sink.ahead or ()))
+                        sink.offer_control({**TAIL, "after": sink.cursor})
+                        sink.advance(sink.behind)  # what its replay covers
+                    sink.behind = logged if logged > sink.cursor else 0
+                if missed:
+                    count_lost("tail_check", missed)
 
     def _sync(self, pubsub: Any) -> None:
         """Apply the users attach/detach noted since the last call (cheap when none)."""

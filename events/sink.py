@@ -27,7 +27,8 @@ class Flag(Protocol):
 
 
 class SocketSink:
-    __slots__ = ("maxsize", "wake", "_items", "overflowed", "closed", "stalls")
+    __slots__ = ("maxsize", "wake", "_items", "overflowed", "closed", "stalls", "cursor",
+                 "ahead", "behind")
 
     def __init__(self, maxsize: int, wake: Flag | None = None) -> None:
         self.maxsize = maxsize
@@ -37,11 +38,24 @@ class SocketSink:
         self.overflowed = False
         self.closed = False
         self.stalls = 0  # router ticks that found this sink overflowed (see on_stall)
+        # For the tail check (events/router.py): every per-user cursor up to `cursor` was
+        # offered (or known to the consumer); `ahead` holds the ones offered above a gap
+        # (publishes reach Redis slightly out of cursor order); `behind` is the log's newest
+        # cursor when the router last looked.
+        self.cursor = 0
+        self.ahead: set[int] | None = None
+        self.behind = 0
 
     def offer(self, message: dict[str, Any], text: str) -> bool:
         """Queue a live event without blocking; False (and overflowed) when full or closed."""
         if self.closed:
             return False
+        cursor = message.get("cursor")
+        if isinstance(cursor, int) and cursor > self.cursor:
+            if cursor == self.cursor + 1 and not self.ahead:
+                self.cursor = cursor
+            else:
+                self.advance(cursor, contiguous=False)
         if len(self._items) >= self.maxsize:
             self.overflowed = True
             self.wake.set()
@@ -49,6 +63,19 @@ class SocketSink:
         self._items.append((message, text))
         self.wake.set()
         return True
+
+    def advance(self, cursor: int, contiguous: bool = True) -> None:
+        """Note `cursor` as offered; with `contiguous`, every cursor up to it too."""
+        ahead = self.ahead if self.ahead is not None else set()
+        if contiguous:
+            self.cursor = max(self.cursor, cursor)
+            ahead = {c for c in ahead if c > self.cursor}
+        elif cursor > self.cursor:
+            ahead.add(cursor)
+        while self.cursor + 1 in ahead:
+            ahead.discard(self.cursor + 1)
+            self.cursor += 1
+        self.ahead = ahead or None
 
     def offer_control(self, command: Any) -> bool:
         """Queue a command in order with the events; never refused while open."""

@@ -3,74 +3,161 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 import redis
 from redis.connection import Connection
 
+from runlane import metrics
+
 log = logging.getLogger(__name__)
+
+_FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+CLIENT_NAME = "runlane-publisher"  # how an operator finds these connections in CLIENT LIST
+# A connection quiet for this long is checked for a close by the server before it is used;
+# within a burst a broken connection shows when the next reply is read, and is re-sent then.
+IDLE_CHECK = 0.005
+
+
+def count_lost(detected_by: str, count: int) -> None:
+    """Count publishes lost (`runlane_events_publish_lost`), by who noticed: the publisher
+    (could not send or confirm) or a web process's tail check (logged, never received).
+    A no-op until the metric exists in runlane.metrics."""
+    hook = getattr(metrics, "publish_lost", None)
+    if hook is not None:
+        hook(detected_by, count)
+
+
+def _lost_by_publisher(count: int) -> None:
+    count_lost("publisher", count)
 
 
 class RedisPublisher:
-    """Publishes encoded events; a failed publish is logged, never fatal (the log has it).
+    """Publishes encoded events, at least once while Redis is reachable; a publish that
+    cannot be made is logged and counted, never fatal (the event is in the log, and every
+    web process's router finds logged events no publish announced, see events/router.py).
 
-    A publish does not wait for Redis's reply: subscribers get the message when Redis reads
-    it, and the count Redis answers (subscribers reached) is of no use here, so waiting for
-    it only held the run up for a round trip per event (the `agent_started` publish sat on
-    the way to every later event, issue 9). The publisher keeps one connection of its own
-    and reads each reply before its next command, by which time it has long arrived. A
-    reply that turns out to be an error, or a connection that broke, is logged then; the
-    event it belonged to is in the log either way, and clients replay from there.
+    A publish does not wait for Redis's reply: waiting held a run up for a round trip per
+    event. The publisher keeps one connection of its own and, before its next command,
+    reads the replies of the publishes sent on it and checks that the server has not closed
+    it meanwhile. Publishes whose replies were lost with a broken connection are sent again
+    on a new one (a subscriber may then get one twice; sockets and SSE drop a `seq` already
+    sent), so a connection the server closed (restart, CLIENT KILL, idle timeout) costs no
+    event. `flush` reads the outstanding replies now: at a run's end there is no next
+    publish to do it.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis,
+                 on_lost: Callable[[int], None] = _lost_by_publisher) -> None:
         self._client = client
         self._lock = threading.Lock()  # one command stream; gevent patches it in the web
         self._connection: Connection | None = None
-        self._unread = 0
+        self._unread: list[tuple[str, str]] = []  # sent; Redis's reply not read yet
+        self._on_lost = on_lost
+        self._used = 0.0  # monotonic time of the last command
 
     @classmethod
     def from_url(cls, url: str) -> RedisPublisher:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                        health_check_interval=30))
+                                        health_check_interval=30, client_name=CLIENT_NAME))
 
     def publish(self, channel: str, data: str) -> bool:
         """Send a PUBLISH; False when it could not be sent (Redis down or unreachable)."""
         with self._lock:
             try:
-                connection = self._connection
-                if connection is None:
-                    connection = self._connection = self._client.connection_pool.get_connection()
-                self._read_replies(connection)
-                connection.send_command("PUBLISH", channel, data)
-                self._unread += 1
+                connection = self._settled()
+            except _FAILURES as exc:
+                self._give_up(exc)
+                connection = None
+            for _attempt in range(2):  # a connection found broken only now: once more
+                try:
+                    if connection is None:
+                        connection = self._connect()
+                    connection.send_command("PUBLISH", channel, data)
+                    self._unread.append((channel, data))
+                    self._used = time.monotonic()
+                    return True
+                except _FAILURES as exc:
+                    self._drop()
+                    connection = None
+                    error = exc
+            log.warning("publish on %s failed (%s); the event stays in the log", channel, error)
+            self._on_lost(1)
+            return False
+
+    def flush(self) -> bool:
+        """Read every outstanding reply now (re-sending what a broken connection lost);
+        False when some publish could not be confirmed."""
+        with self._lock:
+            if not self._unread:
                 return True
-            except (redis.RedisError, OSError) as exc:
-                self._drop()
-                log.warning("publish on %s failed (%s); the event stays in the log", channel, exc)
+            try:
+                self._settled()
+                return True
+            except _FAILURES as exc:
+                self._give_up(exc)
                 return False
+
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._client.connection_pool.get_connection()
+        return self._connection
+
+    def _settled(self) -> Connection:
+        """The connection, with every earlier publish's reply read and the server known not
+        to have closed it; publishes whose replies a broken connection lost are re-sent on a
+        new connection first. Raises when even that fails (the unread are still noted)."""
+        connection = self._connect()
+        try:
+            self._read_replies(connection)
+            if time.monotonic() - self._used > IDLE_CHECK and connection.can_read(timeout=0):
+                # Data nobody asked for: the stream is off.
+                raise redis.ConnectionError("unexpected data on the publisher's connection")
+            return connection
+        except _FAILURES as exc:
+            log.info("publisher connection lost (%s); re-sending %d publishes",
+                     exc, len(self._unread))
+            self._drop(keep_unread=True)
+        connection = self._connect()
+        for channel, data in self._unread:
+            connection.send_command("PUBLISH", channel, data)
+        self._read_replies(connection)
+        return connection
 
     def _read_replies(self, connection: Connection) -> None:
         while self._unread:
-            self._unread -= 1
             try:
                 connection.read_response()
             except redis.ResponseError as exc:  # the reply was read whole: the stream is fine
                 log.warning("an earlier publish was refused (%s); its event stays in the log",
                             exc)
+            self._unread.pop(0)
 
-    def _drop(self) -> None:
-        """Forget the connection and its unread replies (after an error, or on close)."""
-        connection, self._connection, self._unread = self._connection, None, 0
+    def _give_up(self, exc: BaseException) -> None:
+        lost = len(self._unread)
+        self._drop()
+        if lost:
+            log.warning("%d publishes could not be confirmed (%s); their events stay in the log",
+                        lost, exc)
+            self._on_lost(lost)
+
+    def _drop(self, keep_unread: bool = False) -> None:
+        """Forget the connection (after an error, or on close) and, unless kept for a
+        re-send, its unread replies."""
+        connection, self._connection = self._connection, None
+        if not keep_unread:
+            self._unread = []
         if connection is not None:
             connection.disconnect()
             self._client.connection_pool.release(connection)
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
+            if self._connection is not None and self._unread:
                 try:
                     self._read_replies(self._connection)
-                except (redis.RedisError, OSError):
+                except _FAILURES:
                     pass
             self._drop()
         self._client.close()

@@ -52,3 +52,10 @@ class Event:
     def encode(self) -> str:
         """The JSON text published on the channel and sent, unchanged, to sockets."""
         return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+
+# The largest `seq` and per-user `cursor` the event log can hold on every supported database
+# (storage/models.py: `seq` is an INTEGER, int32 on PostgreSQL; `cursor` a BIGINT). A client
+# position past these is refused at the edge instead of failing in the database.
+MAX_SEQ = 2**31 - 1
+MAX_CURSOR = 2**63 - 1

@@ -60,9 +60,11 @@ class WebState:
             settings=settings,
             tokens=TokenVerifier(settings),
             db=db,
-            # The router's ticker drives the sockets' keep-alive pings (one timer per process).
+            # The router's ticker drives the sockets' keep-alive pings (one timer per process)
+            # and the tail check that finds events whose publish was lost.
             router=SocketRouter(settings.require_redis_url(), prefix=settings.channel_prefix,
-                                tick_interval=settings.socket_ping_interval or None),
+                                tick_interval=settings.socket_ping_interval or None,
+                                cursors=events.last_cursors),
             agents=agents,
             agent_factory=agent_factory,
             events=events,

@@ -2,26 +2,28 @@
 
 Driven only by the socket's single writer, so it needs no locks. Delivery is exactly-once per
 socket: each run's events are sent in `seq` order, anything at or below the last sent `seq`
-of that run is dropped, and a jump forward is filled from the event log first.
+of that run is dropped, and a jump forward is filled from the event log first. Whatever the
+log must supply (replays, long gaps) is queued as a `Replay` and read a page at a time by
+`replay_step`, so no frame from a client makes the session hold more than a page.
 """
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from typing import Any
 
 from events.eventlog import EventLog
-from events.types import Event
-from factories.context import ID_PATTERN
+from events.types import MAX_CURSOR, MAX_SEQ, Event
+from factories.context import ID_PATTERN, is_id
 from storage import queries
 from storage.db import Database
+from webapp.socket_replay import PAGE, Replay
 
-_ID = re.compile(ID_PATTERN)
 # Publishes of one user's concurrent runs may reach Redis slightly out of cursor order;
 # a resync re-reads this many cursors below the highest one seen (duplicates are dropped).
 REORDER_SLACK = 256
 REMEMBERED_RUNS = 4096
+GAP_INLINE = 64  # a run's gap up to this is filled at once; a longer one becomes a Replay
 
 
 def frame(message: dict[str, Any]) -> str:
@@ -36,7 +38,8 @@ class SocketSession:
     """Held by every connected socket, mostly idle: slots, and the subscription sets and the
     per-run positions are only made once something needs them."""
 
-    __slots__ = ("user_id", "_log", "_db", "runs", "threads", "_sent", "max_cursor")
+    __slots__ = ("user_id", "_log", "_db", "runs", "threads", "_sent", "max_cursor", "_floor",
+                 "_replays")
 
     def __init__(self, *, user_id: str, log: EventLog, db: Database) -> None:
         self.user_id = user_id
@@ -45,8 +48,10 @@ class SocketSession:
         self.runs: set[str] | None = None
         self.threads: set[str] | None = None
         self._sent: OrderedDict[str, int] | None = None  # run id -> last seq sent
-        # Events from before the socket existed are not "missed".
-        self.max_cursor = log.last_cursor(user_id)
+        # The newest per-user cursor this socket has accounted for (sent, or filtered out).
+        # Events from before the socket existed are not "missed": resyncs start above it.
+        self.max_cursor = self._floor = log.last_cursor(user_id)
+        self._replays: list[Replay] | None = None
 
     # -- what to send -----------------------------------------------------------------------
 
@@ -78,6 +83,9 @@ class SocketSession:
             return []
         frames: list[str] = []
         if last is not None and seq > last + 1:  # a gap: the log has what is missing
+            if seq - last - 1 > GAP_INLINE:  # too long to hold: page it (this event too)
+                self._queue(Replay("run", run_id, last))
+                return []
             for missing in self._log.read_after(self.user_id, run_id, last, limit=seq - last - 1):
                 frames += self._emit(missing.to_dict())
         self._remember(run_id, seq)
@@ -85,23 +93,52 @@ class SocketSession:
         frames.append(text if text is not None else frame(event))
         return frames
 
-    def _replay(self, events: list[Event]) -> list[str]:
+    def on_live(self, event: dict[str, Any], text: str) -> list[str]:
+        """Frames for one event from the router (already known to be this user's)."""
+        if self._replays is not None and any(r.covers(event) for r in self._replays):
+            return []  # a queued replay reads it from the log, in order
+        if not self._wanted(event):
+            self.max_cursor = max(self.max_cursor, event["cursor"])
+            return []
+        return self._emit(event, text)
+
+    # -- replays, a page at a time ------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self._replays)
+
+    def _queue(self, replay: Replay) -> None:
+        if self._replays is None:
+            self._replays = []
+        self._replays.append(replay)
+
+    def replay_step(self, limit: int = PAGE) -> list[str]:
+        """The frames of the next page (at most `limit` events) of the oldest queued replay."""
+        if not self._replays:
+            return []
+        replay = self._replays[0]
+        events, done = replay.page(self._log, self.user_id, max(1, min(limit, PAGE)))
         frames: list[str] = []
         for event in events:
             data = event.to_dict()
             if self._wanted(data):
                 frames += self._emit(data)
+            elif replay.scope != "run":
+                self.max_cursor = max(self.max_cursor, event.cursor)
+        if done:
+            self._replays.remove(replay)
+            if not self._replays:
+                self._replays = None
+            if replay.announce:  # tells the client the backlog is done; live events follow
+                frames.append(frame({"type": "resumed", "cursor": self.max_cursor}))
         return frames
-
-    def on_live(self, event: dict[str, Any], text: str) -> list[str]:
-        """Frames for one event from the router (already known to be this user's)."""
-        return self._emit(event, text) if self._wanted(event) else []
 
     # -- commands from the client (and the router) --------------------------------------------
 
     def on_command(self, raw: Any) -> list[str]:
-        if isinstance(raw, dict) and raw.get("type") == "__resync__":
-            return self.resync()
+        if isinstance(raw, dict) and raw.get("type") in ("__resync__", "__tail__"):
+            return self.resync(raw.get("after"))
         try:
             message = json.loads(raw) if isinstance(raw, str) else None
         except (ValueError, RecursionError):
@@ -124,14 +161,15 @@ class SocketSession:
         if len(keys) != 1:
             return error("bad_message", "give exactly one of run_id or thread_id")
         value = message[keys[0]]
-        if not isinstance(value, str) or not _ID.match(value):
+        if not is_id(value):
             return error("bad_message", f"{keys[0]} must match {ID_PATTERN}")
         return keys[0], value
 
-    def _after(self, message: dict[str, Any], key: str) -> int | str:
+    def _after(self, message: dict[str, Any], key: str, high: int) -> int | str:
+        """A position from the client, within what the database can hold."""
         value = message.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return error("bad_message", f"{key} must be a non-negative integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            return error("bad_message", f"{key} must be an integer from 0 to {high}")
         return value
 
     def subscribe(self, message: dict[str, Any]) -> list[str]:
@@ -139,14 +177,14 @@ class SocketSession:
         if isinstance(target, str):
             return [target]
         key, value = target
+        after = self._after(message, "after_seq", MAX_SEQ)
+        if isinstance(after, str):
+            return [after]
         with self._db.session() as session:
             owned = (queries.get_run(session, self.user_id, value) is not None if key == "run_id"
                      else queries.thread_exists(session, self.user_id, value))
         if not owned:  # the same answer for someone else's id and a missing one
             return [error("not_found", f"no {key[:-3]} {value}")]
-        after = self._after(message, "after_seq")
-        if isinstance(after, str):
-            return [after]
         if key == "run_id":
             self.runs = (self.runs or set()) | {value}
         else:
@@ -160,21 +198,10 @@ class SocketSession:
             if self._sent is not None:
                 self._sent.pop(value, None)
             self._remember(value, after)
-            frames += self._replay_run(value, after)
+            self._queue(Replay("run", value, after))
         else:
-            for event in self._log.user_after(self.user_id, 0, thread_id=value, limit=100_000):
-                if event.seq > after:
-                    frames += self._emit(event.to_dict())
+            self._queue(Replay("thread", value, 0, after_seq=after))
         return frames
-
-    def _replay_run(self, run_id: str, after: int) -> list[str]:
-        frames: list[str] = []
-        while True:
-            batch = self._log.read_after(self.user_id, run_id, after, limit=500)
-            frames += self._replay(batch)
-            if len(batch) < 500:
-                return frames
-            after = batch[-1].seq
 
     def unsubscribe(self, message: dict[str, Any]) -> list[str]:
         target = self._target(message)
@@ -187,27 +214,25 @@ class SocketSession:
         return [frame({"type": "unsubscribed", key: value})]
 
     def resume(self, message: dict[str, Any]) -> list[str]:
-        """Every event of the user's runs after its per-user cursor, then live."""
-        cursor = self._after(message, "cursor")
+        """Every event of the user's runs after its per-user cursor, then `resumed`, then
+        live (the events come from `replay_step`)."""
+        cursor = self._after(message, "cursor", MAX_CURSOR)
         if isinstance(cursor, str):
             return [cursor]
         frames: list[str] = []
         if self._log.replay_gap(self.user_id, cursor):
             frames.append(frame({"type": "resync_required"}))
-        frames += self._replay_user(cursor)
-        # Tells the client the backlog is done; live events follow.
-        frames.append(frame({"type": "resumed", "cursor": self.max_cursor}))
+        self._queue(Replay("user", None, cursor, announce=True))
         return frames
 
-    def _replay_user(self, after: int) -> list[str]:
-        frames: list[str] = []
-        while True:
-            batch = self._log.user_after(self.user_id, after, limit=500)
-            frames += self._replay(batch)
-            if len(batch) < 500:
-                return frames
-            after = batch[-1].cursor
-
-    def resync(self) -> list[str]:
-        """After the router lost Redis: replay what was published while it was away."""
-        return self._replay_user(max(0, self.max_cursor - REORDER_SLACK))
+    def resync(self, after: int | None = None) -> list[str]:
+        """After the router lost Redis, or its tail check found logged events this socket
+        was never offered: replay the log after `after` (the cursor up to which the router
+        offered every event; without it, a margin below the newest cursor seen), never from
+        before the socket existed; one such replay queued at a time."""
+        if not isinstance(after, int):
+            after = self.max_cursor - REORDER_SLACK
+        start = max(self._floor, after)
+        if not any(r.scope == "user" and r.position <= start for r in self._replays or ()):
+            self._queue(Replay("user", None, start))
+        return []

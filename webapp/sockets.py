@@ -1,9 +1,10 @@
 """The v2 event socket: authenticate, attach to the router, pump one user's events.
 
 Each socket has exactly one writer (this view's loop): the router and the reader only
-put frames into the socket's bounded SocketSink (or the websocket's input buffer) and set
-one flag. An idle socket is two parked greenlets (this view and simple-websocket's reader),
-kept as shallow and as small as a bare flask-sock echo socket's (docs/benchmarks.md).
+put frames into the socket's bounded SocketSink (or the websocket's input buffer, or the
+replies it owes: webapp/socket_conn.py) and set one flag. An idle socket is two parked
+greenlets (this view and the websocket's reader), kept as shallow and as small as a bare
+flask-sock echo socket's (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import enum
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,8 +28,10 @@ from runlane import logs
 from runlane.errors import Unauthenticated
 from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token
-from webapp.extensions import WebState, sock, state
+from webapp.extensions import WebState, state
 from webapp.ratelimit import over_limit
+from webapp.socket_conn import OneWriterServer, socket_route
+from webapp.socket_replay import PAGE
 from webapp.socket_session import SocketSession, frame
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,7 @@ class CloseCode(enum.IntEnum):
 
 
 MAX_PENDING_FRAMES = 64  # unanswered client frames before the socket is cut (1008)
+MAX_OWED = 1024  # unsent protocol replies (pongs) before the socket is cut (1008)
 BATCH = 64  # live items sent between two looks at the client's frames
 
 
@@ -114,14 +119,15 @@ def _cut(ws: Any, code: int, reason: str) -> None:
         pass
 
 
-@sock.route("/ws", bp=bp)  # registers a functools.wraps copy, so @documented goes below
+@socket_route(bp, "/ws")  # registers a functools.wraps copy, so @documented goes below
 @documented(
     summary="The event socket (websocket): authenticate, then receive your runs' events",
     description="Protocol, frames and close codes: docs/websocket.md. Authenticate with the "
                 "Authorization header or a first frame {\"type\": \"auth\", \"token\": …}.",
     tags=("v2",), auth=False, errors=(400,), responses={101: None},
 )
-def events_socket(ws: Any) -> None:
+def events_socket(ws: OneWriterServer) -> None:
+    """Raises whatever went wrong inside (socket_route closes the socket with 1011)."""
     st = state()
     opened = _on_fresh_stack(_open, ws, st)
     if opened is None:
@@ -160,6 +166,7 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
         return None
     try:
         session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db)
+        inbox.advance(session.max_cursor)  # the tail check's start: older events are not missed
         _send(ws, [frame({"type": "ready", "user_id": principal.user_id,
                           "cursor": session.max_cursor})])
     except BaseException:
@@ -168,17 +175,18 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
     return principal.user_id, inbox, session
 
 
-def _pump(ws: Any, inbox: _Inbox, session: SocketSession) -> None:
+def _pump(ws: OneWriterServer, inbox: _Inbox, session: SocketSession) -> None:
     """The socket's single writer: wait on one flag, set by the websocket's reader (client
-    frames, close) and by the router (events, ticks, overflow); then answer everything."""
+    frames, replies owed, close) and by the router (events, ticks, overflow); then answer
+    everything, and send one page of a pending replay per round."""
     while True:
         inbox.wake.clear()  # cleared before looking, so whatever arrives next wakes us
-        if not ws.connected:
+        if not ws.pay() or not ws.connected:
             return
         if inbox.overflowed:
             _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
             return
-        if len(ws.input_buffer) > MAX_PENDING_FRAMES:
+        if len(ws.input_buffer) > MAX_PENDING_FRAMES or len(ws.owed) > MAX_OWED:
             _cut(ws, 1008, "too many frames")
             return
         busy = False
@@ -200,14 +208,24 @@ def _pump(ws: Any, inbox: _Inbox, session: SocketSession) -> None:
                     return
             else:
                 _send(ws, _on_fresh_stack(session.on_command, payload))
+        if session.replaying:
+            # A page fits in what the queue has left: the frames held while it is sent and
+            # the live events waiting behind it count against one bound together.
+            room = min(PAGE, inbox.maxsize - inbox.pending())
+            _send(ws, _on_fresh_stack(session.replay_step, room))
+            time.sleep(0)  # let other sockets run between pages (a greenlet under gevent)
+            busy = True
         if not busy:
             inbox.wake.wait()
 
 
-def _send(ws: Any, frames: list[str]) -> None:
+def _send(ws: OneWriterServer, frames: list[str]) -> None:
     """ws.send, but with sendall: simple-websocket's send() drops what a partial write left
-    over, which corrupts the stream of a client that reads slowly."""
+    over, which corrupts the stream of a client that reads slowly. Replies the reader noted
+    (pongs) go out between two frames, never inside one."""
     for out in frames:
+        if ws.owed:
+            ws.pay()
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
         ws.sock.sendall(ws.ws.send(TextMessage(data=out)))

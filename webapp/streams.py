@@ -1,8 +1,11 @@
 """RunWatch: one run's events, stored then live, with no gap and no duplicate.
 
 Attach to the live stream first (buffering it), then read the log, then merge by `seq`,
-dropping what was already yielded and filling any gap from the log. Used by v1 `/execute`
-(to wait without polling) and by the SSE routes.
+dropping what was already yielded and filling any gap from the log. Whenever the router says
+the live stream may have lost something (it re-subscribed after losing Redis, or its tail
+check found logged events never published), the log is read again, so a watch ends with its
+run even when the terminal event's publish was lost. Used by v1 `/execute` (to wait without
+polling) and by the SSE routes.
 """
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from events.eventlog import EventLog
-from events.router import SocketRouter
+from events.router import TICK, SocketRouter
 from events.sink import SocketSink
-from events.types import TERMINAL_TYPES
+from events.types import MAX_SEQ, TERMINAL_TYPES
 from runlane.errors import RunlaneError
 
 
@@ -34,7 +37,9 @@ class RunWatch:
         self._log = log
         self.user_id = user_id
         self.run_id = run_id
-        self.last_seq = after_seq
+        # No seq past MAX_SEQ can exist, so clamping changes nothing but keeps a caller's
+        # huge number out of the database driver.
+        self.last_seq = min(max(after_seq, 0), MAX_SEQ)
         self.finished = False
         self._queue_size = queue_size
         self._sink = SocketSink(queue_size)
@@ -43,6 +48,7 @@ class RunWatch:
         if not self._router.attach(self.user_id, self._sink):
             self._router.detach(self.user_id, self._sink)
             raise StreamUnavailable("could not subscribe to the event stream; retry")
+        self._sink.advance(self._log.last_cursor(self.user_id))  # the tail check's start
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -67,6 +73,11 @@ class RunWatch:
         without one (so a caller can send a keep-alive)."""
         deadline = time.monotonic() + timeout
         yield from self._from_log()
+        if not self.finished and self._log.run_finished(self.user_id, self.run_id):
+            # Already over, and the client has the end (`after` at or past the last seq):
+            # read once more in case it ended between the two reads, then stop.
+            yield from self._from_log()
+            self.finished = True
         while not self.finished:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -80,7 +91,11 @@ class RunWatch:
                 yield None
                 continue
             kind, event, _text = item
-            if kind != "event" or event.get("run_id") != self.run_id or event["seq"] <= self.last_seq:
+            if kind == "control":
+                if event is not TICK:  # RESYNC or TAIL: the log may have more than we saw
+                    yield from self._from_log()
+                continue
+            if event.get("run_id") != self.run_id or event["seq"] <= self.last_seq:
                 continue
             if event["seq"] > self.last_seq + 1:  # missed some: read them from the log
                 yield from self._from_log()
@@ -90,6 +105,7 @@ class RunWatch:
     def _reattach(self) -> SocketSink:
         self._router.detach(self.user_id, self._sink)
         sink = SocketSink(self._queue_size)
+        sink.advance(self._sink.cursor)
         self._router.attach(self.user_id, sink)
         return sink
 

@@ -95,3 +95,71 @@ def test_a_refused_publish_does_not_break_the_ones_after_it(server: EmbeddedRedi
         publisher.close()
         admin.close()
         setup.close()
+
+
+def kill_publisher_connections(url: str) -> None:
+    admin = redis.Redis.from_url(url)
+    try:
+        for client in admin.client_list():
+            if client.get("cmd") == "publish":
+                admin.client_kill_filter(_id=client["id"])
+    finally:
+        admin.close()
+
+
+def test_a_connection_the_server_closed_costs_no_publish(server: EmbeddedRedis) -> None:
+    """CLIENT KILL (or a server restart, or an idle timeout) between two publishes: no
+    publish may vanish into the dead connection."""
+    publisher = RedisPublisher.from_url(server.url)
+    pubsub = subscribed(server.url, "ch")
+    try:
+        for round_ in range(3):
+            assert publisher.publish("ch", f"before-{round_}")
+            assert publisher.publish("ch", "ping-reply")  # reads the reply of the one before
+            kill_publisher_connections(server.url)
+            assert publisher.publish("ch", f"after-{round_}")
+        # A publish made right after the kill went into the dead connection: the next
+        # publish's read of its reply, or (for the last) flush, notices and re-sends it.
+        assert publisher.flush()
+        assert received(pubsub, 9) == [m.encode() for n in range(3)
+                                       for m in (f"before-{n}", "ping-reply", f"after-{n}")]
+    finally:
+        pubsub.close()
+        publisher.close()
+
+
+def test_publishes_that_cannot_be_made_are_counted_lost(server: EmbeddedRedis) -> None:
+    lost: list[int] = []
+    publisher = RedisPublisher(redis.Redis.from_url(server.url, socket_connect_timeout=1),
+                               on_lost=lost.append)
+    assert publisher.publish("ch", "one")
+    server.stop()
+    outcomes = [publisher.publish("ch", f"lost-{n}") for n in range(3)]
+    assert outcomes[-1] is False
+    assert sum(lost) >= outcomes.count(False)  # every False, and any unconfirmed one before it
+    assert not publisher.flush() or sum(lost) >= 1
+    publisher.close()
+
+
+def test_the_first_publish_after_a_quiet_spell_checks_the_connection(server: EmbeddedRedis) -> None:
+    """The connection died while idle (a Redis restart between two runs): the first publish
+    after it must not be written into it."""
+    publisher = RedisPublisher.from_url(server.url)
+    pubsub = subscribed(server.url, "ch")
+    try:
+        assert publisher.publish("ch", "first")
+        sent = time.monotonic()
+        assert received(pubsub, 1) == [b"first"]
+        kill_publisher_connections(server.url)
+        admin = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 5
+        while any(c.get("cmd") == "publish" for c in admin.client_list()):
+            assert time.monotonic() < deadline
+        admin.close()
+        while time.monotonic() - sent <= 0.005:  # quiet for the publisher's IDLE_CHECK
+            time.sleep(0.001)
+        assert publisher.publish("ch", "second")  # no later publish, no flush
+        assert received(pubsub, 1) == [b"second"]
+    finally:
+        pubsub.close()
+        publisher.close()
