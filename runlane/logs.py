@@ -101,16 +101,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`), so text
+    a client chose (a path, a header) can never start a line of its own in a text log."""
+    return _CONTROL.sub(_escape_char, text)
+
+
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message [request_id=… run_id=… user_id=…]` for development."""
+    """`time LEVEL logger: message [request_id=… run_id=… user_id=…]` for development.
+
+    One record is one line: control characters in the message and in every field are
+    escaped, and the lines of a traceback are indented under it, so no line a client's
+    text produced looks like a record of its own."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
         ids = _ids(record)
-        record.context = (" [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]") if ids else ""
-        return _JWT.sub("[token]", super().format(record))
+        context = " ".join(f"{k}={escape_controls(str(v))}" for k, v in ids.items())
+        line = TEXT_FORMAT % {
+            "asctime": self.formatTime(record, self.datefmt),
+            "levelname": escape_controls(record.levelname),
+            "name": escape_controls(record.name),
+            "message": escape_controls(record.getMessage()),
+            "context": f" [{context}]" if context else "",
+        }
+        extra = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            extra.append(record.exc_text)
+        if record.stack_info:
+            extra.append(self.formatStack(record.stack_info))
+        for block in extra:
+            line += "".join(f"\n    {escape_controls(part)}" for part in block.splitlines())
+        return _JWT.sub("[token]", line)
 
 
 def wants_json(settings: Settings) -> bool:

@@ -1,7 +1,6 @@
 """Bearer tokens: the only place a token is read, verified or issued."""
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -12,13 +11,12 @@ from typing import Any, TypeVar
 import jwt
 from flask import g, request
 
-from factories.context import USER_PATTERN
+from factories.context import USER_PATTERN, is_user_id
 from runlane import logs
 from runlane.errors import ConfigurationError, Unauthenticated
 from runlane.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-_USER = re.compile(USER_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ def issue_token(
     kid: str | None = None, roles: tuple[str, ...] = (),
 ) -> str:
     """A signed HS256 JWT for `user_id` (development and tests)."""
-    if not _USER.match(user_id):
+    if not is_user_id(user_id):
         raise ValueError(f"user id must match {USER_PATTERN}")
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -47,6 +45,9 @@ def issue_token(
 
 
 _ASYMMETRIC = ("RS256", "ES256")
+# What a 401 says: which check failed, never anything about the key or the claims' content.
+UNKNOWN_KEY = "token not signed by a key this server knows"
+MALFORMED = "malformed token"
 VERIFIED_CACHE_SIZE = 4096  # tokens remembered per process (a few hundred KB at most)
 VERIFIED_CACHE_SECONDS = 60.0  # how long a removed key's tokens may still be honoured
 
@@ -82,19 +83,34 @@ class TokenVerifier:
         secret = self._hmac[kid] if kid in self._hmac else self._hmac[None]
         return issue_token(self._settings, secret, user_id, ttl, kid=kid, roles=roles)
 
-    def _key(self, token: str) -> tuple[Any, str]:
-        header = jwt.get_unverified_header(token)
+    def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
+        """The key a token's header names, only from the family its algorithm belongs to.
+
+        Raises:
+            Unauthenticated: no such key here, or the algorithm does not fit the key.
+        """
         alg, kid = header.get("alg"), header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise Unauthenticated(MALFORMED)
         if alg == "HS256":
-            secret = self._hmac.get(kid) if kid is not None else self._hmac.get(None)
+            secret = self._hmac.get(kid)  # no kid: the default secret
             if secret is None:
-                raise Unauthenticated("unknown key")
+                raise Unauthenticated(UNKNOWN_KEY)
             return secret, alg
-        if alg in _ASYMMETRIC and self._jwks is not None and isinstance(kid, str):
-            if isinstance(self._jwks, jwt.PyJWKClient):
-                return self._jwks.get_signing_key(kid).key, alg
-            return self._jwks[kid].key, alg
-        raise Unauthenticated("unsupported token")
+        if alg in _ASYMMETRIC and self._jwks is not None and kid is not None:
+            try:
+                if isinstance(self._jwks, jwt.PyJWKClient):
+                    jwk = self._jwks.get_signing_key(kid)
+                else:
+                    jwk = self._jwks[kid]
+            except (KeyError, jwt.PyJWKClientError, jwt.PyJWKError):
+                raise Unauthenticated(UNKNOWN_KEY) from None
+            # An ES256 header naming an RSA key (or the reverse) is not a signature of that
+            # key; checking it would hand the library a key of the wrong kind.
+            if jwk.algorithm_name != alg:
+                raise Unauthenticated(UNKNOWN_KEY)
+            return jwk.key, alg
+        raise Unauthenticated("unsupported token algorithm")
 
     def verify(self, token: str) -> Principal:
         """Check signature, expiry, not-before, issuer and audience (or find the token
@@ -117,22 +133,39 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
-            key, alg = self._key(token)
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthenticated(MALFORMED) from None
+        key, alg = self._key(header)
+        # The signature is checked before any claim, so "expired" or "not yet valid" is only
+        # ever said about a token this server signed.
+        try:
             claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self._settings.jwt_audience,
                 issuer=self._settings.jwt_issuer, leeway=5,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
-        except (jwt.InvalidTokenError, jwt.PyJWKClientError, KeyError):
-            raise Unauthenticated("invalid or expired token") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated(UNKNOWN_KEY) from None
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("token not yet valid") from None
+        except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
+            # TypeError and friends: a key or claim of a shape the library did not expect.
+            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _USER.match(subject):
+        if not is_user_id(subject):
             raise Unauthenticated("invalid token subject")
+        try:
+            expires = float(claims["exp"])  # the library accepts any int-like value
+        except (TypeError, ValueError, OverflowError):
+            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
         roles = claims.get("roles")
         admin = (self._settings.admin_enabled and isinstance(roles, list) and "admin" in roles)
         # Honoured until `exp` exactly (the leeway is for clocks skewed at issue, not for
         # remembering): a token decoded within its leeway is not cached past `exp`.
-        return Principal(user_id=subject, admin=admin), float(claims["exp"])
+        return Principal(user_id=subject, admin=admin), expires
 
 
 def bearer_token(header: str | None) -> str | None:

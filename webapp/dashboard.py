@@ -15,6 +15,7 @@ from webapp.apidoc import documented
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 _STATIC = Path(__file__).with_name("static")
 _PREFIX = "dashboard."  # only the dashboard's own files are reachable through its asset route
+ICON = "dashboard.icon.svg"
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
@@ -24,6 +25,15 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{
             media={200: "text/html"})
 def page() -> str:
     return render_template("dashboard.html")
+
+
+@bp.get("/favicon.ico")
+@documented(summary="The site icon (browsers ask for it on every page)", tags=("meta",),
+            auth=False, errors=(), responses={200: None}, media={200: "image/svg+xml"})
+def favicon() -> Response:
+    response = send_from_directory(_STATIC, ICON, mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 @bp.get("/dashboard/assets/<filename>")

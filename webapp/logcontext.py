@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import time
 
 from flask import Flask, Response, g, request
 
-from factories.context import ID_PATTERN
+from factories.context import is_id
 from runlane import logs
 from webapp.requests import request_id
 
 access = logging.getLogger("runlane.access")
-_ID = re.compile(ID_PATTERN)
 
 
 def init_app(app: Flask) -> None:
@@ -35,7 +33,7 @@ def _bind() -> None:
     g.log_tokens = logs.bind(
         request_id=request_id(), user_id=None,
         # A path's run id only labels the lines; the views check it is the caller's.
-        run_id=run_id if isinstance(run_id, str) and _ID.match(run_id) else None,
+        run_id=run_id if is_id(run_id) else None,
     )
     g.log_started = time.perf_counter()
 

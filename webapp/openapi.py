@@ -5,6 +5,7 @@ are listed in UNDOCUMENTED_OK below only if they are not HTTP API routes.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,19 +15,26 @@ from flask import (
     Flask,
     Response,
     current_app,
-    jsonify,
     render_template,
     send_from_directory,
 )
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
 
 from factories.context import ID_PATTERN
-from webapp.apidoc import doc_of, documented
+from webapp.apidoc import OperationDoc, doc_of, documented
 from webapp.problems import PROBLEM_JSON
 from webapp.schemas import EventOut, Problem
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
+ALIAS_PREFIX = "/api/agent/"  # the same views, mounted for old clients; documented once
+TAGS = (
+    {"name": "v2", "description": "The API: runs, their events and state"},
+    {"name": "v1", "description": "Legacy routes, served through the v2 service (deprecated)"},
+    {"name": "meta", "description": "This document, the docs page and the dashboard"},
+)
+_TAG_ORDER = {tag["name"]: index for index, tag in enumerate(TAGS)}
 _ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _STATIC = Path(__file__).with_name("static")
 _TITLES = {101: "Switching Protocols", 400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict",
@@ -64,6 +72,19 @@ def _models(app: Flask) -> list[tuple[type[BaseModel], str]]:
     return list(found)
 
 
+def _documented_rules(app: Flask) -> list[tuple[Rule, OperationDoc]]:
+    """The rules to describe, v2 first, then v1, then the rest; each path once (the alias
+    prefix serves the same views and stays out of the document)."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        doc = doc_of(app.view_functions[rule.endpoint])
+        if doc is not None and not rule.rule.startswith(ALIAS_PREFIX):
+            found.append((rule, doc))
+    order = len(TAGS)
+    return sorted(found, key=lambda item: (
+        min((_TAG_ORDER.get(t, order) for t in item[1].tags), default=order), item[0].rule))
+
+
 def build_document(app: Flask) -> dict[str, Any]:
     """The whole document; cheap enough to build per request, cached on the app anyway."""
     models = _models(app)
@@ -81,10 +102,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 
     problem = {PROBLEM_JSON: {"schema": ref(Problem, "serialization")}}
     paths: dict[str, dict[str, Any]] = {}
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        doc = doc_of(app.view_functions[rule.endpoint])
-        if doc is None:
-            continue
+    for rule, doc in _documented_rules(app):
         path = _ARG.sub(r"{\1}", rule.rule)
         params: list[dict[str, Any]] = [
             {"name": arg, "in": "path", "required": True,
@@ -138,9 +156,11 @@ def build_document(app: Flask) -> dict[str, Any]:
             "version": "2.0.0",
             "description": "Multi-tenant agent execution. v1 routes are deprecated and served "
                            "through the FactoryAdapter; the event socket is described in "
-                           "docs/websocket.md.",
+                           "docs/websocket.md. Every route under /api/agents/ is also served "
+                           "under /api/agent/ (an alias kept for old clients).",
         },
         "servers": [{"url": "/"}],
+        "tags": [dict(tag) for tag in TAGS],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -162,11 +182,13 @@ def _swagger_dist() -> str:
 def openapi_json() -> Response:
     document = current_app.extensions.get("runlane.openapi")
     if document is None:
-        document = current_app.extensions["runlane.openapi"] = build_document(current_app)
-    return jsonify(document)
+        # Serialised once, in the document's own order (jsonify would sort the paths).
+        document = current_app.extensions["runlane.openapi"] = json.dumps(
+            build_document(current_app))
+    return Response(document, mimetype="application/json")
 
 
-@bp.get("/api/docs")
+@bp.get("/api/docs", strict_slashes=False)
 @documented(summary="Interactive API documentation (works offline)", tags=("meta",),
             auth=False, errors=(), responses={200: None}, media={200: "text/html"})
 def docs_page() -> str:

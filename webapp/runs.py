@@ -6,7 +6,7 @@ import binascii
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from agents.registry import AgentRegistry
 from events.types import EventType
 from factories.bridge import WebSocketBridgeFactory
-from factories.context import UserExecutionContext
+from factories.context import UserExecutionContext, is_id
 from runlane import logs, metrics
 from runlane.errors import (
     Conflict,
@@ -31,6 +31,10 @@ from tasks.dispatch import Dispatcher
 from webapp.schemas import RunPage, RunResource
 
 log = logging.getLogger(__name__)
+# Longer than any cursor encode_cursor gives out (a timestamp and a 64-character id), so a
+# longer one is refused before it is decoded.
+CURSOR_MAX_LENGTH = 192
+
 
 def to_resource(run: Run) -> RunResource:
     return RunResource(
@@ -47,15 +51,27 @@ def encode_cursor(run: Run) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, run id) keyset a cursor names.
+
+    Raises:
+        InvalidInput: not a cursor `encode_cursor` could have written: too long, not base64
+            JSON of a zoned timestamp and a run id, or a moment outside years 1 to 9999 in UTC
+            (no database column holds it).
+    """
+    if len(cursor) > CURSOR_MAX_LENGTH:
+        raise InvalidInput("malformed cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         moment = datetime.fromisoformat(created)
-    except (ValueError, TypeError, RecursionError, binascii.Error):
+        if moment.tzinfo is None:  # every cursor we issue carries its zone
+            raise ValueError("naive timestamp")
+        moment.astimezone(timezone.utc)  # what the database is given: it must exist
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error):
         raise InvalidInput("malformed cursor") from None
-    if moment.tzinfo is None:  # every cursor we issue carries its zone
+    if not is_id(run_id):
         raise InvalidInput("malformed cursor")
-    return moment, str(run_id)
+    return moment, run_id
 
 
 class RunService:

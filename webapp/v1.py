@@ -30,10 +30,17 @@ from webapp.extensions import state
 from webapp.migration import V1_ROUTES, count_call, current_rule, deprecation_headers
 from webapp.problems import problem
 from webapp.ratelimit import admit_submission, limit_submissions
-from webapp.requests import checked_id, parse_body, query_int, request_id
+from webapp.requests import (
+    checked_id,
+    only_documented_query,
+    parse_body,
+    query_int,
+    request_id,
+)
 from webapp.streams import sse_frames
 
 bp = Blueprint("v1", __name__)
+bp.before_request(only_documented_query)
 F = TypeVar("F", bound=Callable[..., Any])
 V1_ERRORS = (400, 401, 404, 410, 413, 422, 429)
 

@@ -7,13 +7,23 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from events.types import MAX_SEQ
 from factories.context import UserExecutionContext
 from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import report
 from webapp.ratelimit import admit_submission, limit_submissions
-from webapp.requests import checked_id, parse_body, query_int, request_id
+from webapp.requests import (
+    bounded_int,
+    checked_id,
+    only_documented_query,
+    parse_body,
+    query_int,
+    query_str,
+    request_id,
+)
+from webapp.runs import CURSOR_MAX_LENGTH
 from webapp.schemas import (
     AgentInfo,
     AgentList,
@@ -27,6 +37,7 @@ from webapp.schemas import (
 from webapp.streams import sse_frames
 
 bp = Blueprint("v2", __name__)
+bp.before_request(only_documented_query)
 
 
 def _json(model: Any, status: int = 200) -> Response:
@@ -81,7 +92,8 @@ def run_state(run_id: str) -> Response:
 
 _PAGE_PARAMS = (
     Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
-    Param("cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"),
+    Param("cursor", {"type": "string", "minLength": 1, "maxLength": CURSOR_MAX_LENGTH,
+                     "pattern": "^[A-Za-z0-9_-]+$"}, "next_cursor of the previous page"),
 )
 
 
@@ -89,7 +101,7 @@ def _runs_page(thread_id: str | None) -> Response:
     st = state()
     limit = query_int("limit", 20, low=1, high=st.settings.runs_page_max)
     page = st.runs.list(
-        current_principal().user_id, thread_id, limit=limit, cursor=request.args.get("cursor")
+        current_principal().user_id, thread_id, limit=limit, cursor=query_str("cursor")
     )
     return _json(page)
 
@@ -130,7 +142,8 @@ def list_agents() -> Response:
             "live as Server-Sent Events until the run ends (Last-Event-ID honoured)",
     tags=("v2",), responses={200: EventPage}, media={200: "application/json, text/event-stream"},
     params=(
-        Param("after", {"type": "integer", "minimum": 0, "default": 0}, "last seq already seen"),
+        Param("after", {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
+              "last seq already seen"),
         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
     ),
 )
@@ -139,13 +152,13 @@ def run_events(run_id: str) -> Response:
     st = state()
     user = current_principal().user_id
     run = st.runs.get(user, checked_id(run_id, "run_id"))  # 404 before anything is read
-    after = query_int("after", 0, low=0, high=2**31)
+    after = query_int("after", 0, low=0, high=MAX_SEQ)
     if request.accept_mimetypes.best_match(["application/json", "text/event-stream"]) == (
         "text/event-stream"
     ):
         last_id = request.headers.get("Last-Event-ID", "")
-        if last_id.isdigit():
-            after = max(after, int(last_id))
+        if last_id:  # a browser's reconnect says where it was; empty means from the start
+            after = max(after, bounded_int(last_id, "Last-Event-ID", low=0, high=MAX_SEQ))
         watch = st.watch(user, run.run_id, after_seq=after)
 
         def frames():  # type: ignore[no-untyped-def]

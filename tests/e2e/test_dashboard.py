@@ -360,3 +360,59 @@ def test_the_page_reconnects_after_its_socket_drops_resumes_and_loses_no_event(
     finally:
         tab.cancel_leftovers(alice)
         context.close()
+
+
+@pytest.mark.timeout(180)
+def test_runs_made_outside_the_page_are_listed_and_a_runs_outcome_and_duration_come_first(
+    users: Any, live_server: str, browser: Browser
+) -> None:
+    alice = users.user("alice")
+    # Runs made with curl or the CLI, in threads the page has never heard of.
+    done = alice.submit(f"cli-{uuid.uuid4().hex[:8]}", "demo", {"steps": 2})
+    failed = alice.submit(f"cli-{uuid.uuid4().hex[:8]}", "demo", {"steps": 2, "fail_at": 2})
+    assert alice.wait_for_state(done["run_id"], {"completed"})["status"] == "completed"
+    assert alice.wait_for_state(failed["run_id"], {"failed"})["status"] == "failed"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = Tab(context.new_page(), live_server)
+    page = tab.page
+    try:
+        tab.sign_in(alice)
+        expect(page.get_by_label("List the runs of all my threads")).to_be_checked()
+        expect(page.locator(".run-link")).to_have_count(2)
+
+        # The starting input holds what matters, not the off-by-default test switch.
+        page.get_by_label("Agent").select_option("demo")
+        started = json.loads(page.get_by_label("Input (JSON)").input_value())
+        assert started == {"steps": 3, "delay_ms": 0}
+
+        page.locator(f'.run-link[data-run-id="{done["run_id"]}"]').click()
+        tab.wait_for_status("completed")
+        result = page.locator("#run-result")
+        expect(result).to_be_visible()
+        expect(page.locator("#result-title")).to_have_text("Output")
+        expect(page.locator("#run-output")).to_contain_text('"summary": "completed 2 steps"')
+        expect(page.locator("#run-duration")).to_have_text(re.compile(r"^\d+(\.\d)? (ms|s)$|min"))
+        expect(page.locator("#timeline > li")).to_have_count(8)  # 1 + 2 x 3 + 1 events
+        result_box = result.bounding_box()
+        timeline_box = page.locator("#timeline").bounding_box()
+        assert result_box and timeline_box and result_box["y"] < timeline_box["y"]
+
+        page.locator(f'.run-link[data-run-id="{failed["run_id"]}"]').click()
+        tab.wait_for_status("failed")
+        expect(page.locator("#result-title")).to_have_text("Error")
+        expect(page.locator("#run-output")).to_contain_text("demo failed at step 2 as asked")
+
+        # A live run's outcome arrives with its last event, without a reload.
+        live = tab.submit("demo", {"steps": 1})
+        tab.wait_for_status("completed")
+        expect(page.locator("#run-output")).to_contain_text('"summary": "completed 1 steps"')
+        expect(page.locator("#run-duration")).not_to_have_text("")
+        assert live in tab.submitted
+
+        # Choosing one thread shows only that thread, and the choice is kept.
+        tab.use_thread(f"empty-{uuid.uuid4().hex[:8]}")
+        expect(page.get_by_label("List the runs of all my threads")).not_to_be_checked()
+        assert tab.errors == []
+    finally:
+        tab.cancel_leftovers(alice)
+        context.close()

@@ -2,17 +2,24 @@
 every answer (status, content type, body, headers) conforms to the OpenAPI document."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 MAX_EXAMPLES = 12  # per operation: bounded, so the suite stays within CI's time
+# Submissions get more: together more than the default per-minute limit, so the run shows
+# that limit does not turn them away here (that limit has tests of its own).
+SUBMIT_EXAMPLES = 30
+# Far above what the fuzz run sends, so submissions are exercised, not answered 429.
+FUZZ_LIMITS = {"submit_rate_per_minute": 1_000_000, "max_queued_per_user": 1_000_000}
 
 
-def operations(live_server: str) -> list:  # type: ignore[type-arg]
-    schema = schemathesis.openapi.from_url(f"{live_server}/api/openapi.json")
+def operations(base_url: str) -> list:  # type: ignore[type-arg]
+    schema = schemathesis.openapi.from_url(f"{base_url}/api/openapi.json")
     found = [result.ok() for result in schema.get_all_operations()]
-    assert len(found) >= 30
+    assert len(found) >= 15  # one documented prefix: 7 v1 + 8 v2 + the meta routes
     return [op for op in found if not op.path.endswith("/ws")]  # frames are fuzzed elsewhere
 
 
@@ -29,22 +36,38 @@ def bounded(case):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def fuzz_user(users):  # type: ignore[no-untyped-def]
-    return users.user("fuzz")
+def fuzz_server(server_with, runlane_worker) -> str:  # type: ignore[no-untyped-def]
+    """The app with per-user limits raised: the rate limit has its own tests."""
+    return server_with(**FUZZ_LIMITS)  # type: ignore[no-any-return]
 
 
-def test_every_operation_conforms_and_never_fails_with_5xx(fuzz_user, live_server):
+@pytest.fixture
+def fuzz_user(users, fuzz_server):  # type: ignore[no-untyped-def]
+    return users.user("fuzz").on(fuzz_server)
+
+
+def test_every_operation_conforms_and_never_fails_with_5xx(fuzz_user, fuzz_server):
     failures: list[str] = []
-    for operation in operations(live_server):
+    answered: dict[str, Counter[int]] = {}
+    for operation in operations(fuzz_server):
+        name = f"{operation.method.upper()} {operation.path}"
+        statuses = answered.setdefault(name, Counter())
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+        examples = SUBMIT_EXAMPLES if operation.method.upper() == "POST" else MAX_EXAMPLES
+
+        @settings(max_examples=examples, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy().map(bounded))
         def check(case):  # type: ignore[no-untyped-def]
-            case.call_and_validate(base_url=live_server, headers=fuzz_user.headers, timeout=30)
+            response = case.call(base_url=fuzz_server, headers=fuzz_user.headers, timeout=30)
+            statuses[response.status_code] += 1
+            case.validate_response(response)
 
         try:
             check()
         except Exception as exc:  # collect every operation's failure, then report them all
-            failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+            failures.append(f"{name}: {exc}")
     assert not failures, "\n\n".join(failures)
+    # The submissions were exercised, not turned away by a per-user limit.
+    limited = {name: dict(s) for name, s in answered.items() if s[429]}
+    assert not limited, limited

@@ -12,6 +12,8 @@ def test_every_flask_route_is_in_the_document_and_it_validates(app, live_server)
     validate(document)
     assert document["openapi"].startswith("3.1")
     for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/agent/"):
+            continue  # the alias prefix: the same views as /api/agents/, documented once
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         assert path in document["paths"], path
         for method in rule.methods - {"HEAD", "OPTIONS"}:
@@ -21,7 +23,7 @@ def test_every_flask_route_is_in_the_document_and_it_validates(app, live_server)
 def test_v1_operations_are_deprecated_and_v2_are_not(live_server):
     paths = requests.get(f"{live_server}/api/openapi.json", timeout=5).json()["paths"]
     assert paths["/api/agents/execute"]["post"]["deprecated"] is True
-    assert paths["/api/agent/{run_id}/status"]["get"]["deprecated"] is True
+    assert paths["/api/agents/{run_id}/status"]["get"]["deprecated"] is True
     assert "deprecated" not in paths["/api/agents/v2/thread/{thread_id}/runs"]["post"]
 
 
@@ -59,3 +61,35 @@ def test_both_prefixes_serve_every_route(app):
     agent = {(rule.replace("/api/agent/", "/api/PREFIX/", 1), m) for rule, m in rules
              if rule.startswith("/api/agent/")}
     assert agents == agent and len(agents) >= 15  # 7 v1 + 8 v2 (socket included)
+
+
+def test_each_route_is_documented_once_under_api_agents_and_v2_comes_before_v1(live_server):
+    document = requests.get(f"{live_server}/api/openapi.json", timeout=5).json()
+    paths = list(document["paths"])
+    assert not [p for p in paths if p.startswith("/api/agent/")]
+    api = [p for p in paths if p.startswith("/api/agents/")]
+    v2 = [i for i, p in enumerate(api) if p.startswith("/api/agents/v2/")]
+    assert v2 and v2 == list(range(len(v2)))  # every v2 path before the first v1 one
+    assert [t["name"] for t in document["tags"]][:2] == ["v2", "v1"]
+
+
+def test_the_documented_limits_of_query_numbers_are_the_servers(live_server):
+    from events.types import MAX_SEQ
+    from webapp.runs import CURSOR_MAX_LENGTH
+
+    paths = requests.get(f"{live_server}/api/openapi.json", timeout=5).json()["paths"]
+    def params(path: str) -> dict:
+        return {p["name"]: p["schema"] for p in paths[path]["get"]["parameters"]}
+
+    events = params("/api/agents/v2/{run_id}/events")
+    assert events["after"]["maximum"] == MAX_SEQ
+    cursor = params("/api/agents/v2/runs")["cursor"]
+    assert cursor["pattern"] == "^[A-Za-z0-9_-]+$" and cursor["maxLength"] == CURSOR_MAX_LENGTH
+
+
+def test_every_v1_operation_documents_413(live_server):
+    paths = requests.get(f"{live_server}/api/openapi.json", timeout=5).json()["paths"]
+    for path, operations in paths.items():
+        if path.startswith("/api/agents/") and not path.startswith("/api/agents/v2/"):
+            for method, operation in operations.items():
+                assert "413" in operation["responses"], (method, path)

@@ -143,3 +143,29 @@ def test_celerys_per_task_lines_only_at_debug(level, celery_level):
     finally:
         for logger, old in zip(loggers, before, strict=True):
             logger.setLevel(old)
+
+
+@pytest.mark.parametrize("capture", ["text"], indirect=True)
+def test_text_lines_escape_control_characters_so_no_line_can_be_forged(capture):
+    logger, buf = capture
+    forged = "x\n2026-12-02 00:00:00,000 INFO runlane.access: FORGED\r\x1b[2J\x00\u2028"
+    with logs.bound(run_id="r\n1", user_id="alice\n2026 INFO FORGED"):
+        logger.warning("GET %s", f"/api/{forged}")
+        try:
+            raise ValueError(forged)
+        except ValueError:
+            logger.exception("failed on %s", forged)
+    written = buf.getvalue().splitlines()
+    records = [line for line in written if not line.startswith(" ")]
+    assert len(records) == 2, written  # one line per record; traceback lines are indented
+    assert "\\n2026-12-02" in records[0] and "\\r\\x1b[2J\\x00\\u2028" in records[0]
+    assert "run_id=r\\n1 user_id=alice\\n2026 INFO FORGED" in records[0]
+    assert not any("FORGED" in line and not line.startswith(" ") and "\\n" not in line
+                   for line in written)
+
+
+@pytest.mark.parametrize("capture", ["text"], indirect=True)
+def test_text_lines_keep_ordinary_text_as_it_is(capture):
+    logger, buf = capture
+    logger.info("caf\u00e9 \u2192 %s\ttab", "ok")
+    assert buf.getvalue().rstrip("\n").endswith("caf\u00e9 \u2192 ok\\ttab")

@@ -17,7 +17,8 @@ const state = {
   api: null,
   socket: null,
   thread: sessionStorage.getItem(THREAD_KEY) || "dashboard",
-  allThreads: sessionStorage.getItem(SCOPE_KEY) === "1", // list every thread's runs
+  // Every thread's runs unless the user picked one: runs made with curl or the CLI show too.
+  allThreads: sessionStorage.getItem(SCOPE_KEY) !== "0",
   runs: new Map(), // run id -> {resource, item} for the runs list of the current thread
   runsCursor: null,
   open: null, // {id, resource, timeline, events} of the run shown, if any
@@ -37,6 +38,21 @@ function setText(node, text) {
 function when(ts) {
   const date = new Date(ts);
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleString();
+}
+
+/** How long a run took (from its start, or its creation while it never started). */
+function duration(run) {
+  if (!run.finished_at) return ACTIVE.has(run.status) ? "still running" : "";
+  const ms = new Date(run.finished_at) - new Date(run.started_at || run.created_at);
+  if (Number.isNaN(ms) || ms < 0) return "";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+}
+
+/** A run's output or error as text: strings as they are, anything else as indented JSON. */
+function resultText(value) {
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
 function badge(node, status) {
@@ -230,6 +246,12 @@ async function loadRuns(more = false) {
     : (all ? "No runs yet." : "No runs in this thread yet."));
 }
 
+function setAllThreads(all) {
+  state.allThreads = all;
+  $("all-threads").checked = all;
+  sessionStorage.setItem(SCOPE_KEY, all ? "1" : "0");
+}
+
 function setThread(thread) {
   if (thread === state.thread) return;
   state.thread = thread;
@@ -271,6 +293,7 @@ function submitThread(event) {
   setText(error, valid ? "" : "Use 1 to 64 letters, digits, _ or -.");
   show(error, !valid);
   if (valid) {
+    setAllThreads(false); // showing one thread is what the user asked for
     state.thread = null; // force a reload even for the same name
     setThread(value);
   }
@@ -291,6 +314,14 @@ function renderRun() {
   setText($("run-agent"), run.agent);
   setText($("run-thread"), run.thread_id);
   setText($("run-created"), when(run.created_at));
+  setText($("run-duration"), duration(run));
+  // The outcome first, above the timeline: a long run's output is not at the bottom of it.
+  const failed = FINISHED.has(run.status) && run.status !== "completed" && run.error != null;
+  const hasOutput = run.status === "completed" && run.output !== undefined;
+  show($("run-result"), failed || hasOutput);
+  $("run-result").classList.toggle("bad", failed);
+  setText($("result-title"), failed ? "Error" : "Output");
+  setText($("run-output"), failed ? String(run.error) : (hasOutput ? resultText(run.output) : ""));
   const active = ACTIVE.has(run.status);
   show($("run-progress"), active);
   const progress = $("run-progress-bar");
@@ -318,8 +349,21 @@ function onTimelineEvent(event) {
   if (TERMINAL[event.type]) {
     const words = { completed: "Run completed.", failed: "Run failed.", cancelled: "Run cancelled.", timed_out: "Run timed out." };
     setText($("run-message"), words[open.resource.status] || "");
+    refreshOpenRun(open);
   }
   renderRun();
+}
+
+/** Read the run again once it ended: its output, error and end time come with its state. */
+async function refreshOpenRun(open) {
+  try {
+    const resource = await state.api.run(open.id);
+    if (state.open !== open) return;
+    open.resource = resource;
+    renderRun();
+  } catch (error) {
+    expired(error);
+  }
 }
 
 async function openRun(runId, focus) {
@@ -417,8 +461,7 @@ function start() {
   $("submit-form").addEventListener("submit", submitRun);
   $("runs-more").addEventListener("click", () => loadRuns(true));
   $("all-threads").addEventListener("change", (event) => {
-    state.allThreads = event.target.checked;
-    sessionStorage.setItem(SCOPE_KEY, state.allThreads ? "1" : "0");
+    setAllThreads(event.target.checked);
     loadRuns();
   });
   $("cancel").addEventListener("click", cancelRun);

@@ -84,7 +84,11 @@ export function validate(schema, value, path = "") {
   return errors;
 }
 
-/** A valid starting value: the schema's defaults, or the simplest value of its type. */
+/** Whether a property is an off switch: absent means the same, so a form leaves it out. */
+const offSwitch = (property) => property && property.type === "boolean" && property.default === false;
+
+/** A valid starting value: the schema's defaults, or the simplest value of its type. Optional
+ * switches that are off by default are left out: a starting input shows what matters. */
 export function example(schema) {
   if (!schema || typeof schema !== "object") return null;
   if (schema.default !== undefined) return schema.default;
@@ -96,7 +100,8 @@ export function example(schema) {
       const value = {};
       const required = new Set(schema.required || []);
       for (const [name, property] of Object.entries(schema.properties || {})) {
-        if (required.has(name) || (property && property.default !== undefined)) value[name] = example(property);
+        const wanted = required.has(name) || (property && property.default !== undefined && !offSwitch(property));
+        if (wanted) value[name] = example(property);
       }
       return value;
     }
