@@ -4,6 +4,15 @@ and that every run's event log is gapless. Reports how fast lost runs were picke
 
     python bench/chaos.py [--runs 200] [--users 20] [--workers 3] [--kill-every 3]
 
+With `--mode redis-restart` it SIGKILLs Redis instead while runs are in flight (and each user
+holds a live socket), starts it again on the same port `--outage` seconds later, and reports
+every run terminal, the events each live socket missed (stored, never delivered to it), and
+how long the stack took to serve again: until a worker started a run after Redis was back, and
+until a run submitted then completed (behind whatever backlog the queue held).
+Writes bench/results/chaos-redis.json.
+
+    python bench/chaos.py --mode redis-restart [--runs 40] [--users 8] [--outage 5] [--rate 1.5]
+
 Runs against an isolated stack it starts itself (embedded Redis, SQLite, gunicorn web,
 prefork workers); nothing else is needed. Writes bench/results/chaos.json.
 """
@@ -16,6 +25,7 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import datetime
@@ -29,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from runlane.settings import load  # noqa: E402
 from tests.processes import Stack, kill_group  # noqa: E402
+from tests.support import User  # noqa: E402
 from webapp.auth import issue_token  # noqa: E402
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
@@ -55,14 +66,161 @@ def check_run(events: list[dict]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--mode", choices=("kill-workers", "redis-restart"),
+                        default="kill-workers")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="200 (kill-workers), 40 (redis-restart)")
+    parser.add_argument("--users", type=int, default=None, help="20, or 8")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=3.0)
+    parser.add_argument("--outage", type=float, default=5.0, help="seconds Redis stays down")
+    parser.add_argument("--rate", type=float, default=1.5, help="runs submitted per second "
+                        "(redis-restart)")
     parser.add_argument("--deadline", type=float, default=300.0)
     parser.add_argument("--heartbeat", type=float, default=1.0)
     args = parser.parse_args()
+    if args.mode == "redis-restart":
+        args.runs = args.runs or 40
+        args.users = args.users or 8
+        return redis_restart(args)
+    args.runs = args.runs or 200
+    args.users = args.users or 20
+    return kill_workers(args)
 
+
+class LiveSocket:
+    """One user's socket, read by its own thread for the whole test; never resumed, so what
+    it misses is what live delivery lost."""
+
+    def __init__(self, user: User) -> None:
+        self.sock = user.socket()
+        self.sock.recv_json()  # ready: subscribed
+        self.seen: set[tuple[str, int]] = set()
+        self.closed_with: int | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                frame = self.sock.recv_json(timeout=3600)
+            except Exception:  # noqa: BLE001 - the socket broke: counted as closed
+                frame = None
+            if frame is None:
+                self.closed_with = self.sock.close_code or -1
+                return
+            if "seq" in frame:
+                self.seen.add((frame["run_id"], frame["seq"]))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def redis_restart(args: argparse.Namespace) -> int:
+    import os
+
+    workdir = Path(tempfile.mkdtemp(prefix="runlane-chaos-redis-"))
+    secret = "chaos-secret-" + "z" * 40
+    os.environ["RUNLANE_SECRET_KEY"] = secret
+    stack = Stack(workdir, {"RUNLANE_HEARTBEAT_INTERVAL": str(args.heartbeat),
+                            "RUNLANE_MAX_ATTEMPTS": "5"})
+    rng = random.Random(7)
+    sockets: list[LiveSocket] = []
+    try:
+        workers = [stack.worker(f"w{i}", concurrency=2) for i in range(args.workers)]
+        base = stack.web()
+        settings = load()
+        users = {f"user{u}": User(f"user{u}", issue_token(settings, secret, f"user{u}"), base)
+                 for u in range(args.users)}
+        sockets = [LiveSocket(u) for u in users.values()]
+        runs: dict[str, User] = {}
+        # Runs arrive at a steady rate, before, during and after the outage, so workers have
+        # runs in flight *and* free pool slots (a consumer waiting on the queue) when Redis dies.
+        def submit_all() -> None:
+            for n in range(args.runs):
+                user = users[f"user{n % args.users}"]
+                body = {"agent": "demo", "input": {"steps": rng.randint(4, 10),
+                                                   "delay_ms": rng.randint(200, 600)}}
+                r = user.post(f"/api/agents/v2/thread/t{n}/runs", json=body)
+                r.raise_for_status()
+                runs[r.json()["run_id"]] = user
+                time.sleep(1 / args.rate)
+
+        submitter = threading.Thread(target=submit_all)
+        submitter.start()
+
+        def status(run_id: str) -> str:
+            return str(runs[run_id].get(f"/api/agents/v2/{run_id}/state").json()["status"])
+
+        while len(runs) < args.runs // 3:
+            time.sleep(0.1)
+        in_flight = Counter(status(r) for r in list(runs))
+        process = stack.redis.process
+        assert process is not None
+        process.kill()
+        process.wait()
+        stack.redis.process = None
+        killed = time.monotonic()
+        time.sleep(args.outage)
+        stack.redis.start()
+        back, back_wall = time.monotonic(), time.time()
+        probe_user = users["user0"]
+        probe = probe_user.submit("probe", "echo", "serving again")["run_id"]
+        probe_state = probe_user.wait_for_state(probe, {"completed", "failed"}, timeout=120)
+        served_again = time.monotonic() - back
+        submitter.join()
+
+        finished = time.monotonic() + args.deadline
+        current = {r: status(r) for r in runs}
+        while any(s not in TERMINAL for s in current.values()) and time.monotonic() < finished:
+            time.sleep(0.5)
+            current = {r: status(r) for r in runs}
+        time.sleep(1.0)  # the last live events are on their way to the sockets
+        missing = 0
+        problems: dict[str, list[str]] = {}
+        seen = set().union(*(s.seen for s in sockets))
+        for run_id, user in runs.items():
+            events = user.get(f"/api/agents/v2/{run_id}/events",
+                              params={"limit": 1000}).json()["items"]
+            if found := check_run(events):
+                problems[run_id] = found
+            missing += sum((run_id, e["seq"]) not in seen for e in events)
+        statuses = Counter(current.values())
+        # Consuming again: the first run a worker started after Redis was back (its log line).
+        starts = [datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                  for log in workdir.glob("w*.log")
+                  for line in log.read_text(errors="replace").splitlines()
+                  if "run started:" in line and (found := STAMP.match(line))]
+        later = [t - back_wall for t in starts if t >= back_wall]
+        result = {
+            "mode": "redis-restart", "runs": args.runs, "users": args.users,
+            "workers": args.workers, "outage_s": args.outage, "rate_per_s": args.rate,
+            "at_kill": dict(in_flight), "statuses": dict(statuses),
+            "not_terminal": sum(v for k, v in statuses.items() if k not in TERMINAL),
+            "runs_with_problems": problems,
+            "events_missing_on_live_sockets": missing,
+            "sockets_closed": sum(s.closed_with is not None for s in sockets),
+            "first_run_started_after_redis_back_s": round(min(later), 2) if later else None,
+            "probe_completed_after_redis_back_s": round(served_again, 2),
+            "probe_status": probe_state["status"],
+            "workers_alive": sum(w.poll() is None for w in workers),
+            "seconds": round(time.monotonic() - killed, 1),
+        }
+        out = ROOT / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "chaos-redis.json").write_text(json.dumps(result, indent=2))
+        for key, value in result.items():
+            print(f"{key:<38}{value}")
+        ok = (result["not_terminal"] == 0 and not problems and probe_state["status"] ==
+              "completed" and result["workers_alive"] == args.workers)
+        return 0 if ok else 1
+    finally:
+        for live in sockets:
+            live.close()
+        stack.close()
+
+
+def kill_workers(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="runlane-chaos-"))
     secret = "chaos-secret-" + "z" * 40
     import os

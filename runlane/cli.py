@@ -9,10 +9,14 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runlane.settings import load
+
+if TYPE_CHECKING:
+    from runlane.supervisor import Child
 
 
 def _web_argv(host: str, port: int) -> list[str]:
@@ -37,9 +41,24 @@ def _worker_argv(
     return argv
 
 
-def _wait_for_port(host: str, port: int, timeout: float) -> bool:
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on the port already: then whatever answers there later is
+    not our web server, so `up` refuses at once instead of taking its answers for ours."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _wait_for_web(host: str, port: int, web: Child, timeout: float) -> bool:
+    """Wait until our web process answers on the port; False as soon as it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if web.process is None or web.process.poll() is not None:
+            return False
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True
@@ -56,24 +75,36 @@ def _fresh_dir(path: Path) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from runlane import metrics  # noqa: PLC0415
     from runlane.embedded import EmbeddedRedis  # noqa: PLC0415 - only `up` embeds Redis
-    from runlane.supervisor import Supervisor  # noqa: PLC0415
+    from runlane.supervisor import Supervisor, die_with_parent  # noqa: PLC0415
     from storage.db import migrate  # noqa: PLC0415
 
+    if _port_in_use(args.host, args.port):
+        print(f"runlane: port {args.port} on {args.host} is already in use (another "
+              "`runlane up`, or another server); stop it or pass --port", file=sys.stderr)
+        return 1
     settings = load()
     instance = settings.instance_path.resolve()
     instance.mkdir(parents=True, exist_ok=True)
     settings.jwt_secret()  # creates the development secret before any child reads it
     env = dict(os.environ, RUNLANE_INSTANCE_PATH=str(instance))
-    env["PROMETHEUS_MULTIPROC_DIR"] = _fresh_dir(instance / "metrics")  # web /metrics sees all
+    metrics_dir = _fresh_dir(instance / "metrics")  # web /metrics sees every child's samples
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     embedded = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(instance / "redis")
+        embedded = EmbeddedRedis(instance / "redis", preexec_fn=die_with_parent())
         env["REDIS_URL"] = embedded.start()
         print(f"Embedded Redis at {env['REDIS_URL']}", flush=True)
     database_url = settings.resolved_database_url()
     env["DATABASE_URL"] = database_url
-    supervisor = Supervisor(env)
+    def compact_metrics(*_: object) -> None:
+        try:
+            metrics.compact(metrics_dir)
+        except OSError:
+            pass  # a folder hiccup: the next exit or beat folds the files in
+
+    supervisor = Supervisor(env, on_child_exit=compact_metrics)
     supervisor.install_signal_handlers()
     status = 0
     try:
@@ -82,9 +113,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             schedule = instance / "celerybeat-schedule" if n == 0 else None
             supervisor.start(f"worker-{n}", _worker_argv(
                 args.concurrency, settings.queues(), name=f"runlane{n}", beat_schedule=schedule))
-        supervisor.start("web", _web_argv(args.host, args.port))
-        if not _wait_for_port(args.host, args.port, 60):
-            print("the web server did not start; see the log above", file=sys.stderr)
+        web = supervisor.start("web", _web_argv(args.host, args.port))
+        if not _wait_for_web(args.host, args.port, web, 60):
+            print(f"runlane: the web server did not start on port {args.port}; see the log "
+                  "above", file=sys.stderr)
             return 1
         url = f"http://{args.host}:{args.port}"
         print(
@@ -95,12 +127,26 @@ def cmd_up(args: argparse.Namespace) -> int:
             "  stop:   Ctrl-C\n",
             flush=True,
         )
-        status = supervisor.wait()
+        # Pool children and web workers die unseen by the supervisor: fold their files in
+        # on a slow beat too.
+        status = supervisor.wait(on_tick=_every(60.0, compact_metrics))
     finally:
         supervisor.stop()
         if embedded is not None:
             embedded.stop()
     return status
+
+
+def _every(seconds: float, job: Callable[[], object]) -> Callable[[], None]:
+    """A tick that runs `job` at most once per `seconds`."""
+    due = [time.monotonic() + seconds]
+
+    def tick() -> None:
+        if time.monotonic() >= due[0]:
+            due[0] = time.monotonic() + seconds
+            job()
+
+    return tick
 
 
 def _shared_metrics_dir(role: str) -> None:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -36,9 +37,15 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """One redis-server child process bound to 127.0.0.1, persisting nothing."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """`preexec_fn` runs in the forked child before exec: `runlane up` passes the
+        parent-death signal so a SIGKILLed `up` leaves no Redis behind."""
         self.workdir = workdir
         self.port = port
+        self.preexec_fn = preexec_fn
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +67,7 @@ class EmbeddedRedis:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=self.preexec_fn,  # noqa: PLW1509 - one prctl call, see supervisor
             )
             if self._wait_ready(timeout):
                 log.info("embedded Redis listening at %s", self.url)

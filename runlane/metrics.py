@@ -9,12 +9,17 @@ No Flask or Celery imports here; no server or connection is started at import.
 """
 from __future__ import annotations
 
+import fcntl
+import glob
+import json
 import logging
 import os
+import re
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,6 +32,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,10 @@ EVENTS_PUBLISHED = Counter(
 EVENT_PUBLISH_FAILURES = Counter(
     "runlane_event_publish_failures", "Publishes that failed (the event stays in the log)",
     ["type"])
+EVENTS_PUBLISH_LOST = Counter(
+    "runlane_events_publish_lost", "Publishes lost (the event stays in the log), by who "
+    "noticed: the publisher (could not send or confirm) or a web process's tail check",
+    ["detected_by"])
 EVENTS_DELIVERED = Counter(
     "runlane_events_delivered", "Live events handed to a socket's queue (one per socket)",
     ["type"])
@@ -78,14 +88,98 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+_PID_FILE = re.compile(r"^(?P<kind>[a-z]+)_(?:(?P<mode>[a-z]+)_)?(?P<pid>\d+)\.db$")
+_ARCHIVED_KINDS = ("counter", "histogram", "summary")  # cumulative: a dead process's count stays
+_LOCK_FILE = ".compaction.lock"
+
+
+@contextmanager
+def _dir_lock(path: str, exclusive: bool) -> Iterator[None]:
+    """Scrapes read the folder under a shared lock, compaction rewrites it under an exclusive
+    one: a scrape never sees a dead process's samples twice (archived and still in its file)
+    nor a file that vanishes while it reads."""
+    with open(os.path.join(path, _LOCK_FILE), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _LockedCollector(multiprocess.MultiProcessCollector):  # type: ignore[misc]
+    def collect(self) -> Any:
+        with _dir_lock(self._path, exclusive=False):
+            return list(super().collect())
+
+
 def registry() -> CollectorRegistry:
     """What a scrape should expose: every process's samples in multiprocess mode, else this
     process's default registry."""
-    if multiprocess_dir() is None:
+    path = multiprocess_dir()
+    if path is None:
         return REGISTRY
     reg = CollectorRegistry()
-    multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
+    _LockedCollector(reg, path=path)
     return reg
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process reuses the pid: keep its file for now
+    return True
+
+
+def compact(path: str | None = None) -> int:
+    """Fold the sample files of dead processes into one archive file per metric kind and
+    delete them; returns how many files it removed.
+
+    Every process of a multiprocess folder writes its own files, named by pid, and they stay
+    after it exits so its counts still add up; a folder shared by restarted workers, pool
+    children and web workers would grow with each of them. Counters, histograms and
+    summaries of dead processes are summed into `<kind>_archive.db` (totals never go down);
+    their gauges are dropped, as `mark_process_dead` drops live gauges.
+    """
+    path = path or multiprocess_dir()
+    if path is None or not os.path.isdir(path):
+        return 0
+    with _dir_lock(path, exclusive=True):
+        dead: dict[str, list[str]] = {}
+        gauges: list[str] = []
+        for file in glob.glob(os.path.join(path, "*.db")):
+            found = _PID_FILE.match(os.path.basename(file))
+            if found is None or _alive(int(found["pid"])):
+                continue
+            if found["kind"] in _ARCHIVED_KINDS:
+                dead.setdefault(found["kind"], []).append(file)
+            else:
+                gauges.append(file)
+        for kind, files in dead.items():
+            archive = os.path.join(path, f"{kind}_archive.db")
+            sources = ([archive] if os.path.exists(archive) else []) + files
+            merged = multiprocess.MultiProcessCollector.merge(sources, accumulate=False)
+            fresh = archive + ".new"
+            if os.path.exists(fresh):
+                os.unlink(fresh)
+            out = MmapedDict(fresh)
+            try:
+                for metric in merged:
+                    for sample in metric.samples:
+                        key = json.dumps([metric.name, sample.name, sample.labels,
+                                          metric.documentation], sort_keys=True)
+                        out.write_value(key, sample.value, 0.0)
+            finally:
+                out.close()
+            os.replace(fresh, archive)
+        removed = [f for files in dead.values() for f in files] + gauges
+        for file in removed:
+            os.unlink(file)
+    if removed:
+        log.info("metrics folder: folded %d files of dead processes", len(removed))
+    return len(removed)
 
 
 def mark_process_dead(pid: int) -> None:
@@ -111,6 +205,11 @@ def run_status(status: str, agent: str | None) -> None:
 
 def published(event_type: str, ok: bool) -> None:
     (EVENTS_PUBLISHED if ok else EVENT_PUBLISH_FAILURES).labels(type=event_type).inc()
+
+
+def publish_lost(detected_by: str, count: int) -> None:
+    if count:
+        EVENTS_PUBLISH_LOST.labels(detected_by=detected_by).inc(count)
 
 
 def delivered(message: Mapping[str, Any], accepted: int, refused: int = 0) -> None:

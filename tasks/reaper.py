@@ -37,6 +37,10 @@ class Reaper:
         self._thread = threading.Thread(target=self._loop, name="runlane-reaper", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -85,6 +85,9 @@ class WorkerRuntime:
             data={"error": reason}, error=reason)
 
     def start_reaper(self) -> None:
+        """Once per process: a second reaper thread would only double the database work."""
+        if self.reaper is not None and self.reaper.running:
+            return
         self.reaper = Reaper(db=self.db, settings=self.settings, dispatcher=self.dispatcher,
                              bridges=self.bridges)
         self.reaper.start()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
-from kombu import Connection, Exchange, Producer
+from kombu import Connection, Exchange, Producer, Queue
 
 from tasks.broker import TRANSPORT, Channel, Transport, transport_for
 
@@ -90,3 +91,47 @@ def test_messages_and_fanout_events_go_through(connection: Connection, redis_url
     finally:
         channel.close()
         listener.close()
+
+
+def _consumer_with_unacked_message_and_brpop_in_flight(url: str, transport: str) -> Connection:
+    """What a Celery worker running a task (acks_late) looks like while it waits for the next
+    one: a message delivered and not acknowledged, a BRPOP waiting on the server, and a fanout
+    queue deleted on close (Celery's remote-control queue)."""
+    conn = Connection(url, transport=transport)
+    channel = conn.default_channel
+    name = f"broker-restart-{uuid.uuid4().hex}"
+    tasks_queue = Queue(name)
+    control = Queue(f"{name}.pidbox", Exchange(f"{name}.x", type="fanout"), auto_delete=True)
+    with conn.Producer(channel=channel) as producer:
+        producer.publish({"n": 1}, routing_key=name, declare=[tasks_queue])
+    got: list[object] = []
+    conn.Consumer(channel=channel, queues=[tasks_queue, control],
+                  callbacks=[lambda body, message: got.append(message)]).consume()
+    conn.drain_events(timeout=5)
+    assert got  # delivered, not acknowledged
+    try:
+        conn.drain_events(timeout=0.2)  # leaves its BRPOP waiting on the server
+    except socket.timeout:
+        pass
+    return conn
+
+
+def test_a_channel_closes_cleanly_after_redis_dies_under_an_unacknowledged_message(tmp_path):
+    from runlane.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    try:
+        conn = _consumer_with_unacked_message_and_brpop_in_flight(url, TRANSPORT)
+        assert server.process is not None
+        server.process.kill()  # no goodbye to its clients
+        server.process.wait()
+        # Celery's consumer on a lost connection: collect, then close the same connection.
+        conn.collect(socket_timeout=1)
+        conn.close()  # kombu's own transport raises AttributeError ('hostname') here
+        channel = Channel.__new__(Channel)  # a channel whose connection is gone ...
+        channel._pool, channel.connection = None, None
+        with pytest.raises(redis.ConnectionError):  # ... answers as a lost connection does
+            channel.pool
+    finally:
+        server.stop()
