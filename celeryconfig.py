@@ -55,6 +55,9 @@ def celery_settings() -> dict[str, Any]:
         "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A lost broker connection must not cancel running runs: their state is in the
+        # database and a redelivered copy is dropped by the claim.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "runlane",
         "worker_send_task_events": True,

@@ -19,10 +19,22 @@ if TYPE_CHECKING:
     from runlane.supervisor import Child
 
 
+# Runlane's top-level modules, imported before gunicorn or Celery runs: with `-P` the current
+# folder is not on sys.path yet, so a project's own `tasks.py` or `celeryconfig.py` there
+# cannot stand in for them (both servers put that folder first on sys.path later).
+_WORKER_MODULES = "agents, celeryconfig, events, factories, runlane, storage, tasks"
+
+
+def _python(modules: str, entry: str, prog: str) -> list[str]:
+    module, func = entry.split(":")
+    return [sys.executable, "-P", "-c", f"import sys, {modules}; from {module} import {func}; "
+            f"sys.argv[0] = {prog!r}; sys.exit({func}())"]
+
+
 def _web_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
-        "-b", f"{host}:{port}", "webapp.wsgi:app",
+        *_python(f"{_WORKER_MODULES}, webapp", "gunicorn.app.wsgiapp:run", "gunicorn"),
+        "-c", "python:runlane.gunicorn_conf", "-b", f"{host}:{port}", "webapp.wsgi:app",
     ]
 
 
@@ -32,7 +44,8 @@ def _worker_argv(
 ) -> list[str]:
     # prefork: the only Celery pool that can enforce a hard time limit on a stuck run.
     argv = [
-        sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork",
+        *_python(_WORKER_MODULES, "celery.__main__:main", "celery"),
+        "-A", "tasks", "worker", "-P", "prefork",
         "-c", str(concurrency), "-Q", ",".join(queues), "--loglevel", "INFO",
         "-n", f"{name}@%h",
     ]
@@ -173,10 +186,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from runlane.secrets import signing_secret_source  # noqa: PLC0415
     from webapp.auth import TokenVerifier  # noqa: PLC0415
 
+    settings = load()
+    source = signing_secret_source(settings, init=args.init)
     roles = ("admin",) if args.admin else ()
-    print(TokenVerifier(load()).issue(args.user, args.ttl, roles=roles))
+    print(TokenVerifier(settings).issue(args.user, args.ttl, roles=roles))
+    print(f"runlane: signed with {source}", file=sys.stderr)
     return 0
 
 
@@ -214,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=None, help="seconds (default 24 h)")
     token.add_argument("--admin", action="store_true",
                        help="add the admin role (honoured only with RUNLANE_ADMIN_ENABLED=true)")
+    token.add_argument("--init", action="store_true",
+                       help="create the instance's development secret if it has none")
     token.set_defaults(func=cmd_token)
 
     mig = sub.add_parser("migrate", help="apply database migrations")

@@ -14,7 +14,7 @@ from gunicorn.glogging import Logger
 from runlane import logs, metrics
 from runlane.settings import load
 
-worker_class = "gevent"
+worker_class = "runlane.gunicorn_worker.RunlaneGeventWorker"
 workers = int(os.environ.get("RUNLANE_WEB_WORKERS", "1"))
 worker_connections = int(os.environ.get("RUNLANE_WEB_CONNECTIONS", "10000"))
 timeout = 30

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,12 @@ from factories import (
     WebSocketBridgeFactory,
 )
 from runlane import logs, metrics
+from runlane.errors import RunlaneError
 from runlane.settings import Settings, load
 from storage import queries
 from storage.db import Database
 from storage.models import ACTIVE, RunStatus
+from storage.schema import require_current_schema
 from tasks.dispatch import Dispatcher
 from tasks.lifecycle import Watchdog
 from tasks.reaper import Reaper
@@ -122,7 +125,15 @@ def install(settings: Settings | None = None, *, can_terminate: bool = False) ->
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
     # Engines and pools connect lazily, so building here (before a prefork fork) opens nothing.
-    install()
+    settings = load()
+    try:
+        settings.require_redis_url()
+        require_current_schema(settings.resolved_database_url(),
+                               auto_migrate=settings.auto_migrate)
+    except RunlaneError as exc:  # Celery logs and swallows an Exception here; not SystemExit
+        print(f"runlane worker: {exc.detail}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    install(settings)
 
 
 @signals.worker_ready.connect

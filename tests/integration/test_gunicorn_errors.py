@@ -7,27 +7,23 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from runlane.cli import _web_argv
 from tests.processes import free_port
-
-WORKER = "runlane.gunicorn_worker.RunlaneGeventWorker"
-
 
 @pytest.fixture(scope="module")
 def gunicorn(
     tmp_path_factory: pytest.TempPathFactory, runlane_env: dict[str, str]
 ) -> Iterator[int]:
-    """gunicorn started as `runlane web` starts it, with the worker class given by -k."""
+    """gunicorn started exactly as `runlane web` and `runlane up` start it."""
     port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "web.log"
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
-            "-k", WORKER, "-b", f"127.0.0.1:{port}", "webapp.wsgi:app"]
+    argv = _web_argv("127.0.0.1", port)
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=dict(os.environ), stdout=out,
                                    stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
