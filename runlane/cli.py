@@ -11,12 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from runlane.settings import load
-
-if TYPE_CHECKING:
-    from runlane.supervisor import Child
+from runlane.supervisor import Child, Supervisor, die_with_parent
 
 
 # Runlane's top-level modules, imported before gunicorn or Celery runs: with `-P` the current
@@ -90,7 +86,6 @@ def _fresh_dir(path: Path) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from runlane import metrics  # noqa: PLC0415
     from runlane.embedded import EmbeddedRedis  # noqa: PLC0415 - only `up` embeds Redis
-    from runlane.supervisor import Supervisor, die_with_parent  # noqa: PLC0415
     from storage.db import migrate  # noqa: PLC0415
 
     if _port_in_use(args.host, args.port):
