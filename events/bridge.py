@@ -10,9 +10,15 @@ from storage.models import RunStatus
 
 
 class Publisher(Protocol):
-    """Publishes one encoded event; a publisher that defers replies also has `flush()`."""
+    """Publishes encoded events; neither method raises (a failure is counted and logged,
+    the event is already in the log)."""
 
-    def publish(self, channel: str, data: str) -> bool: ...
+    def publish(self, channel: str, data: str) -> bool:
+        """False when the publish could not be made."""
+
+    def flush(self) -> bool:
+        """Confirm every publish made so far (one that defers replies reads them now);
+        False when some could not be confirmed."""
 
 
 class EventBridge:
@@ -62,8 +68,7 @@ class EventBridge:
             sent = self._publisher.publish(self.channel, event.encode())
             # A status change is often a run's last event: no later publish would read its
             # reply and notice that it was lost, so it is confirmed now.
-            flush = getattr(self._publisher, "flush", None)
-            metrics.published(event_type, sent and (flush is None or flush()))
+            metrics.published(event_type, sent and self._publisher.flush())
             metrics.run_status(to.value, self.agent)  # the one place every run's end passes
         return event
 

@@ -123,15 +123,22 @@ class EventLog:
             return None
 
     def user_after(
-        self, owner_id: str, after_cursor: int, *, thread_id: str | None = None, limit: int = 1000
+        self, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
+        after_seq: int = 0, limit: int = 1000,
     ) -> list[Event]:
         with self._db.session() as session:
             return [
                 _to_event(r)
                 for r in event_queries.user_events_after(
-                    session, owner_id, after_cursor, thread_id=thread_id, limit=limit
+                    session, owner_id, after_cursor, thread_id=thread_id, after_seq=after_seq,
+                    limit=limit,
                 )
             ]
+
+    def first_seq_after(self, owner_id: str, run_id: str, after_cursor: int) -> int | None:
+        """The run's first `seq` logged after the per-user cursor `after_cursor`."""
+        with self._db.session() as session:
+            return event_queries.first_seq_after_cursor(session, owner_id, run_id, after_cursor)
 
     def last_cursor(self, owner_id: str) -> int:
         with self._db.session() as session:

@@ -179,9 +179,11 @@ class SocketRouter:
     def _tick_forever(self) -> None:
         """Give each sink one TICK per `tick_interval`, a few at a time every TICK_PERIOD
         (a burst of thousands of pings would hold up event delivery); and once a second
-        tell a sink that stayed overflowed for STUCK_AFTER seconds (or a tick interval, if
-        longer) that it is stuck: its client, which could not even have seen a ping
-        meanwhile, does not read."""
+        tell a sink that stayed overflowed, or whose consumer has been blocked in one
+        write, for STUCK_AFTER seconds (or a tick interval, if longer) that it is stuck:
+        its client, which could not even have seen a ping meanwhile, does not read. The
+        second needs no live event: pings and pongs alone fill a non-reading client's
+        buffers."""
         interval = self._tick or 0.0
         stuck_after = max(2, round(max(interval, STUCK_AFTER)))
         round_sinks: list[SocketSink] = []
@@ -202,6 +204,10 @@ class SocketRouter:
                         sink.stalls += 1
                         if sink.stalls == stuck_after:
                             sink.on_stall()
+                        continue
+                    since = sink.blocked_since()
+                    if since and now - since >= stuck_after:  # no live event needed
+                        sink.on_stall()
             if not interval:
                 continue
             if now >= next_round:  # a new round: every sink attached now, spread evenly
@@ -227,7 +233,7 @@ class SocketRouter:
                 missed = 0
                 for sink in sinks:
                     if sink.behind > sink.cursor:
-                        missed = max(missed, sink.behind - sink.cursor - len(sink.ahead or ()))
+                        missed = max(missed, sink.missing(sink.behind))
                         sink.offer_control({**TAIL, "after": sink.cursor})
                         sink.advance(sink.behind)  # what its replay covers
                     sink.behind = logged if logged > sink.cursor else 0

@@ -13,20 +13,24 @@ from runlane import metrics
 
 log = logging.getLogger(__name__)
 
+# What a broken connection raises: the publishes whose replies it lost are sent again.
 _FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Anything else redis-py raises (a refused handshake command, a garbled reply): never fatal
+# to the run whose event is already logged; counted lost.
+_ANY_ERROR = (redis.RedisError, OSError)
 CLIENT_NAME = "runlane-publisher"  # how an operator finds these connections in CLIENT LIST
 # A connection quiet for this long is checked for a close by the server before it is used;
 # within a burst a broken connection shows when the next reply is read, and is re-sent then.
 IDLE_CHECK = 0.005
+# After a failed connect, publishes give up at once for this long instead of each waiting
+# for a connect timeout again (while holding the lock); the web's tail check delivers them.
+CONNECT_BACKOFF = 1.0
 
 
 def count_lost(detected_by: str, count: int) -> None:
     """Count publishes lost (`runlane_events_publish_lost`), by who noticed: the publisher
-    (could not send or confirm) or a web process's tail check (logged, never received).
-    A no-op until the metric exists in runlane.metrics."""
-    hook = getattr(metrics, "publish_lost", None)
-    if hook is not None:
-        hook(detected_by, count)
+    (could not send or confirm) or a web process's tail check (logged, never received)."""
+    metrics.publish_lost(detected_by, count)
 
 
 def _lost_by_publisher(count: int) -> None:
@@ -49,59 +53,94 @@ class RedisPublisher:
     """
 
     def __init__(self, client: redis.Redis,
-                 on_lost: Callable[[int], None] = _lost_by_publisher) -> None:
+                 on_lost: Callable[[int], None] = _lost_by_publisher,
+                 name: str | None = None) -> None:
         self._client = client
         self._lock = threading.Lock()  # one command stream; gevent patches it in the web
         self._connection: Connection | None = None
         self._unread: list[tuple[str, str]] = []  # sent; Redis's reply not read yet
         self._on_lost = on_lost
         self._used = 0.0  # monotonic time of the last command
+        self._retry_at = 0.0  # no connect attempt before this (monotonic), after a failure
+        self._name = name  # set by the publisher itself, so an ACL refusing it costs nothing
 
     @classmethod
     def from_url(cls, url: str) -> RedisPublisher:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                        health_check_interval=30, client_name=CLIENT_NAME))
+                                        health_check_interval=30), name=CLIENT_NAME)
 
     def publish(self, channel: str, data: str) -> bool:
-        """Send a PUBLISH; False when it could not be sent (Redis down or unreachable)."""
+        """Send a PUBLISH; False when it could not be sent (Redis down, unreachable, or
+        refusing the connection). Never raises a Redis error: the event is logged."""
         with self._lock:
             try:
-                connection = self._settled()
-            except _FAILURES as exc:
+                return self._publish(channel, data)
+            except _ANY_ERROR as exc:
                 self._give_up(exc)
+                log.warning("publish on %s failed (%s); the event stays in the log",
+                            channel, exc)
+                self._on_lost(1)
+                return False
+
+    def _publish(self, channel: str, data: str) -> bool:
+        try:
+            connection: Connection | None = self._settled()
+        except _FAILURES as exc:
+            self._give_up(exc)
+            connection = None
+        error: BaseException | None = None
+        for _attempt in range(2):  # a connection found broken only now: once more
+            try:
+                if connection is None:
+                    connection = self._connect()
+                connection.send_command("PUBLISH", channel, data)
+                self._unread.append((channel, data))
+                self._used = time.monotonic()
+                return True
+            except _FAILURES as exc:
+                self._drop()
                 connection = None
-            for _attempt in range(2):  # a connection found broken only now: once more
-                try:
-                    if connection is None:
-                        connection = self._connect()
-                    connection.send_command("PUBLISH", channel, data)
-                    self._unread.append((channel, data))
-                    self._used = time.monotonic()
-                    return True
-                except _FAILURES as exc:
-                    self._drop()
-                    connection = None
-                    error = exc
-            log.warning("publish on %s failed (%s); the event stays in the log", channel, error)
-            self._on_lost(1)
-            return False
+                error = exc
+                if self._backing_off():
+                    break  # the connect failed: a second one now would fail alike
+        raise error if error is not None else redis.ConnectionError("not sent")
 
     def flush(self) -> bool:
         """Read every outstanding reply now (re-sending what a broken connection lost);
-        False when some publish could not be confirmed."""
+        False when some publish could not be confirmed. Never raises a Redis error."""
         with self._lock:
             if not self._unread:
                 return True
             try:
                 self._settled()
                 return True
-            except _FAILURES as exc:
+            except _ANY_ERROR as exc:
                 self._give_up(exc)
                 return False
 
+    def _backing_off(self) -> bool:
+        return time.monotonic() < self._retry_at
+
     def _connect(self) -> Connection:
-        if self._connection is None:
-            self._connection = self._client.connection_pool.get_connection()
+        if self._connection is not None:
+            return self._connection
+        if self._backing_off():
+            raise redis.ConnectionError("Redis was unreachable a moment ago; not retrying yet")
+        try:
+            connection = self._client.connection_pool.get_connection()
+            self._connection = connection
+            if self._name:
+                try:
+                    connection.send_command("CLIENT", "SETNAME", self._name)
+                    connection.read_response()
+                except redis.ResponseError as exc:  # e.g. an ACL without +client
+                    log.warning("Redis refused to name the publisher's connection (%s); "
+                                "publishing unnamed", exc)
+                    self._name = None
+        except _FAILURES:
+            self._retry_at = time.monotonic() + CONNECT_BACKOFF
+            raise
+        self._retry_at = 0.0
         return self._connection
 
     def _settled(self) -> Connection:
@@ -157,7 +196,7 @@ class RedisPublisher:
             if self._connection is not None and self._unread:
                 try:
                     self._read_replies(self._connection)
-                except _FAILURES:
+                except _ANY_ERROR:
                     pass
             self._drop()
         self._client.close()

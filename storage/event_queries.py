@@ -68,16 +68,30 @@ def events_after(
     return list(session.execute(stmt).scalars())
 
 
+def first_seq_after_cursor(session: Session, owner_id: str, run_id: str,
+                           after_cursor: int) -> int | None:
+    """The run's smallest `seq` whose per-user cursor is above `after_cursor` (None: none)."""
+    stmt = select(func.min(EventRecord.seq)).where(
+        EventRecord.owner_id == owner_id, EventRecord.run_id == run_id,
+        EventRecord.cursor > after_cursor)
+    value = session.execute(stmt).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
 def user_events_after(
     session: Session, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
-    limit: int = 1000,
+    after_seq: int = 0, limit: int = 1000,
 ) -> list[EventRecord]:
-    """The owner's events after a per-user cursor, oldest first (optionally one thread's)."""
+    """The owner's events after a per-user cursor, oldest first (optionally one thread's,
+    and only each run's events after `after_seq`: filtered here, so a replay that wants
+    nothing of a long history reads none of it)."""
     stmt = select(EventRecord).where(
         EventRecord.owner_id == owner_id, EventRecord.cursor > after_cursor
     )
     if thread_id is not None:
         stmt = stmt.where(EventRecord.thread_id == thread_id)
+    if after_seq:
+        stmt = stmt.where(EventRecord.seq > after_seq)
     return list(session.execute(stmt.order_by(EventRecord.cursor).limit(limit)).scalars())
 
 

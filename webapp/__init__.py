@@ -10,7 +10,7 @@ from flask import Flask
 
 from runlane.settings import Settings, load
 from webapp import problems
-from webapp.extensions import WebState, sock
+from webapp.extensions import WebState
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runlane"] = web_state
     atexit.register(web_state.close)
     problems.init_app(app)
-    sock.init_app(app)
     logcontext.init_app(app)
     app.register_blueprint(health.bp)
     metrics.init_app(app)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,12 @@ from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = 1011
+# What the reader takes from a client before it stops reading it (the writer then closes it
+# with 1008): complete frames not yet handled, and protocol replies (pongs) not yet sent.
+# Enforced by the reader, which is never blocked, since the writer may be: a client that
+# floods pings and reads nothing would otherwise make the reader hold its pongs unbounded.
+MAX_PENDING_FRAMES = 64
+MAX_OWED = 1024
 
 
 class OneWriterServer(Server):
@@ -40,6 +47,8 @@ class OneWriterServer(Server):
     def __init__(self, environ: dict[str, Any], **options: Any) -> None:
         self.owed: list[Any] = []  # replies (Pong, CloseConnection) for the writer to send
         self.closing = False  # the peer's close frame arrived: reply, then end
+        self.overrun = False  # the client sent past MAX_OWED / MAX_PENDING_FRAMES: not read on
+        self.writing_since = 0.0  # monotonic start of the write in progress (0: none)
         self._handshaken = False
         super().__init__(environ, **options)
 
@@ -60,6 +69,14 @@ class OneWriterServer(Server):
                 self.connected = False
                 self.event.set()
                 return
+            if self.overrun:
+                # Stop reading: TCP holds the client back from here on, and the writer
+                # closes the socket with 1008 (or the router cuts it if the writer is stuck).
+                log.warning("event socket client overran: owed %d replies, %d frames "
+                            "unanswered; no longer reading it",
+                            len(self.owed), len(self.input_buffer))
+                self.event.set()
+                return
 
     def _handle_events(self) -> bool:
         if not self._handshaken:  # the upgrade: simple-websocket writes the 101 itself
@@ -68,6 +85,9 @@ class OneWriterServer(Server):
         for event in self.ws.events():
             if isinstance(event, Ping):
                 self.owed.append(event.response())
+                if len(self.owed) > MAX_OWED:
+                    self.overrun = True
+                    break
             elif isinstance(event, Pong):
                 self.pong_received = True
             elif isinstance(event, CloseConnection):
@@ -80,6 +100,9 @@ class OneWriterServer(Server):
                     self.owed.append(CloseConnection(1009, "Message is too big"))
                     self.closing = True
                     keep_going = False
+                    break
+                if len(self.input_buffer) > MAX_PENDING_FRAMES:
+                    self.overrun = True
                     break
             elif isinstance(event, Request):  # a second upgrade request: a broken client
                 keep_going = False
@@ -107,12 +130,21 @@ class OneWriterServer(Server):
         while self.owed:
             reply = self.owed.pop(0)
             try:
-                self.sock.sendall(self.ws.send(reply))
+                self.write(self.ws.send(reply))
             except LocalProtocolError:  # a reply the connection's state no longer allows
                 pass
             if isinstance(reply, CloseConnection):
                 self.connected = False
         return not self.closing
+
+    def write(self, data: bytes) -> None:
+        """sendall, noting when it started: a write that does not finish for long (a client
+        that reads nothing) is found by the router's ticker, which cuts the connection."""
+        self.writing_since = time.monotonic()
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.writing_since = 0.0
 
     def shut(self) -> None:
         """End the connection from the writer: shut down (the reader's recv returns and it
@@ -169,9 +201,9 @@ def socket_route(bp: Blueprint, path: str) -> Callable[[Callable[..., None]], Ca
 
 def _close(ws: OneWriterServer, code: int, reason: str | None) -> None:
     try:
+        ws.sock.settimeout(2.0)  # before anything is written: the client may not be reading
         ws.pay()
         if ws.connected:
-            ws.sock.settimeout(2.0)
             ws.close(code, reason)
     except (OSError, ConnectionClosed, LocalProtocolError):
         pass

@@ -20,7 +20,7 @@ PAGE = 256  # events per read, at most (the writer may ask for fewer)
 class Replay:
     """One pending replay of the user's log: one run's events after a `seq`, or (a thread's,
     or all) events after a per-user cursor. `after_seq` skips each run's older events in a
-    thread replay; `announce` makes the end send `resumed`."""
+    thread replay (in the query); `announce` makes the end send `resumed`."""
 
     __slots__ = ("scope", "key", "position", "after_seq", "announce")
 
@@ -47,9 +47,8 @@ class Replay:
             if read:
                 self.position = read[-1].seq
             return read, len(read) < limit
-        read = log.user_after(user_id, self.position, limit=limit,
+        read = log.user_after(user_id, self.position, limit=limit, after_seq=self.after_seq,
                               thread_id=self.key if self.scope == "thread" else None)
         if read:
             self.position = read[-1].cursor
-        kept = [e for e in read if e.seq > self.after_seq] if self.after_seq else read
-        return kept, len(read) < limit
+        return read, len(read) < limit

@@ -30,7 +30,12 @@ from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token
 from webapp.extensions import WebState, state
 from webapp.ratelimit import over_limit
-from webapp.socket_conn import OneWriterServer, socket_route
+from webapp.socket_conn import (
+    MAX_OWED,
+    MAX_PENDING_FRAMES,
+    OneWriterServer,
+    socket_route,
+)
 from webapp.socket_replay import PAGE
 from webapp.socket_session import SocketSession, frame
 
@@ -48,8 +53,6 @@ class CloseCode(enum.IntEnum):
     UNAVAILABLE = 4503  # the process could not subscribe to the event stream in time
 
 
-MAX_PENDING_FRAMES = 64  # unanswered client frames before the socket is cut (1008)
-MAX_OWED = 1024  # unsent protocol replies (pongs) before the socket is cut (1008)
 BATCH = 64  # live items sent between two looks at the client's frames
 
 
@@ -92,9 +95,12 @@ class _Inbox(SocketSink):
 
     __slots__ = ("ws",)
 
-    def __init__(self, ws: Any, maxsize: int) -> None:
-        super().__init__(maxsize, wake=ws.event)
+    def __init__(self, ws: Any, maxsize: int, cursor: int) -> None:
+        super().__init__(maxsize, wake=ws.event, cursor=cursor)
         self.ws = ws
+
+    def blocked_since(self) -> float:
+        return self.ws.writing_since  # type: ignore[no-any-return]
 
     def on_stall(self) -> None:
         # The writer is blocked in send() (a full TCP buffer), so it cannot send 4008 itself;
@@ -157,7 +163,11 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
             ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, st.settings.socket_send_buffer)
         except (OSError, AttributeError):
             log.debug("could not cap the socket send buffer")
-    inbox = _Inbox(ws, st.settings.socket_queue_size)
+    # The socket's floor, read before the sink is attached: the tail check starts from it
+    # (older events are not missed), and whatever is logged after it reaches the socket,
+    # live or from the log.
+    floor = st.events.last_cursor(principal.user_id)
+    inbox = _Inbox(ws, st.settings.socket_queue_size, floor)
     # Subscribed (and confirmed by Redis) before `ready`, so nothing published after the
     # client sees `ready` can be missed.
     if not st.router.attach(principal.user_id, inbox):
@@ -165,8 +175,8 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
         ws.close(CloseCode.UNAVAILABLE, "event stream unavailable, retry")
         return None
     try:
-        session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db)
-        inbox.advance(session.max_cursor)  # the tail check's start: older events are not missed
+        session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db,
+                                floor=floor)
         _send(ws, [frame({"type": "ready", "user_id": principal.user_id,
                           "cursor": session.max_cursor})])
     except BaseException:
@@ -186,7 +196,7 @@ def _pump(ws: OneWriterServer, inbox: _Inbox, session: SocketSession) -> None:
         if inbox.overflowed:
             _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
             return
-        if len(ws.input_buffer) > MAX_PENDING_FRAMES or len(ws.owed) > MAX_OWED:
+        if ws.overrun or len(ws.input_buffer) > MAX_PENDING_FRAMES or len(ws.owed) > MAX_OWED:
             _cut(ws, 1008, "too many frames")
             return
         busy = False
@@ -228,7 +238,7 @@ def _send(ws: OneWriterServer, frames: list[str]) -> None:
             ws.pay()
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
-        ws.sock.sendall(ws.ws.send(TextMessage(data=out)))
+        ws.write(ws.ws.send(TextMessage(data=out)))
 
 
 def _ping(ws: Any) -> bool:
@@ -238,5 +248,5 @@ def _ping(ws: Any) -> bool:
         _cut(ws, 1008, "Ping/Pong timeout")
         return False
     ws.pong_received = False
-    ws.sock.sendall(ws.ws.send(Ping()))
+    ws.write(ws.ws.send(Ping()))
     return True

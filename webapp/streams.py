@@ -42,17 +42,30 @@ class RunWatch:
         self.last_seq = min(max(after_seq, 0), MAX_SEQ)
         self.finished = False
         self._queue_size = queue_size
-        self._sink = SocketSink(queue_size)
+        self._sink: SocketSink | None = None
 
     def __enter__(self) -> "RunWatch":
-        if not self._router.attach(self.user_id, self._sink):
-            self._router.detach(self.user_id, self._sink)
-            raise StreamUnavailable("could not subscribe to the event stream; retry")
-        self._sink.advance(self._log.last_cursor(self.user_id))  # the tail check's start
+        # The tail check's start, given before the sink is attached (older events are read
+        # from the log by the watch itself).
+        self._sink = self._attach(self._log.last_cursor(self.user_id))
         return self
 
+    def _attach(self, cursor: int) -> SocketSink:
+        """A new sink from `cursor`, routed and confirmed by Redis.
+
+        Raises:
+            StreamUnavailable: the subscription was not confirmed in time.
+        """
+        sink = SocketSink(self._queue_size, cursor=cursor)
+        if not self._router.attach(self.user_id, sink):
+            self._router.detach(self.user_id, sink)
+            raise StreamUnavailable("could not subscribe to the event stream; retry")
+        return sink
+
     def __exit__(self, *exc: object) -> None:
-        self._router.detach(self.user_id, self._sink)
+        if self._sink is not None:
+            self._router.detach(self.user_id, self._sink)
+            self._sink = None
 
     def _from_log(self) -> Iterator[dict[str, Any]]:
         while True:
@@ -79,6 +92,7 @@ class RunWatch:
             yield from self._from_log()
             self.finished = True
         while not self.finished:
+            assert self._sink is not None, "events() outside the `with` block"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -103,11 +117,17 @@ class RunWatch:
             yield self._accept(event)
 
     def _reattach(self) -> SocketSink:
-        self._router.detach(self.user_id, self._sink)
-        sink = SocketSink(self._queue_size)
-        sink.advance(self._sink.cursor)
-        self._router.attach(self.user_id, sink)
-        return sink
+        """A fresh sink after this one overflowed, from its cursor.
+
+        Raises:
+            StreamUnavailable: Redis did not confirm the new subscription in time (the
+                caller ends the stream; an SSE client reconnects with Last-Event-ID).
+        """
+        assert self._sink is not None
+        old, self._sink = self._sink, None
+        self._router.detach(self.user_id, old)
+        self._sink = self._attach(old.cursor)
+        return self._sink
 
 
 def sse_frames(events: Iterator[dict[str, Any] | None]) -> Iterator[str]:

@@ -3,25 +3,17 @@ documented bound (docs/websocket.md), whether the publisher's connection was clo
 or a publish vanished without anyone noticing."""
 from __future__ import annotations
 
+import json
 import time
 
-import redis
+import websocket
 
+from events.channels import user_channel
+from events.transport import RedisPublisher
+from tests.redis_kill import kill_publishers
 from tests.support import assert_consecutive
 
 TAIL_BOUND = 2.0  # seconds: the bound docs/websocket.md promises (events.router.TAIL_BOUND)
-
-
-def kill_publishers(url: str) -> int:
-    """CLIENT KILL every connection whose last command was PUBLISH (the publishers')."""
-    admin = redis.Redis.from_url(url)
-    try:
-        victims = [c["id"] for c in admin.client_list() if c.get("cmd") == "publish"]
-        for client_id in victims:
-            admin.client_kill_filter(_id=client_id)
-        return len(victims)
-    finally:
-        admin.close()
 
 
 def test_a_publisher_connection_killed_mid_run_loses_no_event(users, redis_url):
@@ -94,3 +86,64 @@ def test_a_lost_publish_hidden_behind_later_events_still_arrives(users, app):
             got[frame["cursor"]] = frame
     assert got[silent.cursor]["seq"] == silent.seq
     sock.close()
+
+
+def test_a_runs_first_event_on_a_socket_is_preceded_by_its_unpublished_ones(users, app,
+                                                                           redis_url):
+    """The socket has sent nothing of the run yet when its first live event arrives with
+    the publishes of the events before it lost: those must come first, from the log, and
+    the tail check's later replay must not be what delivers (or drops) them."""
+    st = app.extensions["runlane"]
+    alice = users.user("alice")
+    run = alice.submit("t", "echo", {"x": 1})["run_id"]
+    assert alice.wait_for_state(run, {"completed"})["status"] == "completed"
+    sock = alice.socket()
+    assert sock.recv_json()["type"] == "ready"
+    silent = [st.events.append(alice.user_id, run, "t", "agent_thinking", {"text": f"lost {n}"})
+              for n in range(4)]
+    live = st.events.append(alice.user_id, run, "t", "agent_thinking", {"text": "live"})
+    publisher = RedisPublisher.from_url(redis_url)
+    try:
+        assert publisher.publish(user_channel(st.settings.channel_prefix, alice.user_id),
+                                 live.encode())
+        assert publisher.flush()
+    finally:
+        publisher.close()
+    wanted = [e.seq for e in (*silent, live)]
+    got: list[int] = []
+    deadline = time.monotonic() + TAIL_BOUND + 3
+    while len(got) < len(wanted) and time.monotonic() < deadline:
+        try:
+            frame = sock.recv_json(timeout=max(0.1, deadline - time.monotonic()))
+        except websocket.WebSocketTimeoutException:
+            break
+        assert frame is not None
+        if "seq" in frame:
+            got.append(frame["seq"])
+    assert got == wanted
+    sock.close()
+
+
+def test_a_run_the_socket_forgot_is_still_filled_from_the_log(users, app, monkeypatch):
+    """After the socket's memory of runs evicted a run, that run's next live event behind a
+    lost publish is still preceded by it, and nothing already sent is sent again."""
+    from webapp import socket_session
+
+    monkeypatch.setattr(socket_session, "REMEMBERED_RUNS", 2)
+    st = app.extensions["runlane"]
+    alice = users.user("alice")
+    runs = [alice.submit(f"t{n}", "echo", {"x": n})["run_id"] for n in range(3)]
+    for run in runs:
+        assert alice.wait_for_state(run, {"completed"})["status"] == "completed"
+    session = socket_session.SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
+
+    def live(run: str, text: str) -> list[int]:
+        event = st.events.append(alice.user_id, run, "t", "agent_thinking", {"text": text})
+        return [json.loads(f)["seq"] for f in session.on_live(event.to_dict(), event.encode())]
+
+    first = live(runs[0], "sent")
+    live(runs[1], "b")
+    live(runs[2], "c")  # the socket no longer remembers runs[0]
+    silent = st.events.append(alice.user_id, runs[0], "t", "agent_thinking", {"text": "lost"})
+    assert live(runs[0], "after") == [silent.seq, silent.seq + 1]
+    assert first == [silent.seq - 1]

@@ -3,6 +3,7 @@ wait for each reply, so it must still deliver in order, notice a lost server at 
 publish, and recover on its own once the server is back."""
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.transport import RedisPublisher
+from events.transport import CLIENT_NAME, RedisPublisher
 from runlane.embedded import EmbeddedRedis
+from tests.redis_kill import kill_publishers, publishers
 
 
 @pytest.fixture
@@ -97,16 +99,6 @@ def test_a_refused_publish_does_not_break_the_ones_after_it(server: EmbeddedRedi
         setup.close()
 
 
-def kill_publisher_connections(url: str) -> None:
-    admin = redis.Redis.from_url(url)
-    try:
-        for client in admin.client_list():
-            if client.get("cmd") == "publish":
-                admin.client_kill_filter(_id=client["id"])
-    finally:
-        admin.close()
-
-
 def test_a_connection_the_server_closed_costs_no_publish(server: EmbeddedRedis) -> None:
     """CLIENT KILL (or a server restart, or an idle timeout) between two publishes: no
     publish may vanish into the dead connection."""
@@ -116,7 +108,7 @@ def test_a_connection_the_server_closed_costs_no_publish(server: EmbeddedRedis) 
         for round_ in range(3):
             assert publisher.publish("ch", f"before-{round_}")
             assert publisher.publish("ch", "ping-reply")  # reads the reply of the one before
-            kill_publisher_connections(server.url)
+            kill_publishers(server.url)
             assert publisher.publish("ch", f"after-{round_}")
         # A publish made right after the kill went into the dead connection: the next
         # publish's read of its reply, or (for the last) flush, notices and re-sends it.
@@ -133,11 +125,13 @@ def test_publishes_that_cannot_be_made_are_counted_lost(server: EmbeddedRedis) -
     publisher = RedisPublisher(redis.Redis.from_url(server.url, socket_connect_timeout=1),
                                on_lost=lost.append)
     assert publisher.publish("ch", "one")
+    assert publisher.flush()  # confirmed: nothing of it can be lost later
     server.stop()
     outcomes = [publisher.publish("ch", f"lost-{n}") for n in range(3)]
-    assert outcomes[-1] is False
-    assert sum(lost) >= outcomes.count(False)  # every False, and any unconfirmed one before it
-    assert not publisher.flush() or sum(lost) >= 1
+    assert outcomes == [False, False, False]
+    assert lost == [1, 1, 1]  # each publish that could not be made, once
+    assert publisher.flush()  # nothing is outstanding: the False ones were never sent
+    assert lost == [1, 1, 1]
     publisher.close()
 
 
@@ -150,12 +144,11 @@ def test_the_first_publish_after_a_quiet_spell_checks_the_connection(server: Emb
         assert publisher.publish("ch", "first")
         sent = time.monotonic()
         assert received(pubsub, 1) == [b"first"]
-        kill_publisher_connections(server.url)
-        admin = redis.Redis.from_url(server.url)
+        kill_publishers(server.url)
         deadline = time.monotonic() + 5
-        while any(c.get("cmd") == "publish" for c in admin.client_list()):
+        while publishers(server.url):
             assert time.monotonic() < deadline
-        admin.close()
+            time.sleep(0.01)
         while time.monotonic() - sent <= 0.005:  # quiet for the publisher's IDLE_CHECK
             time.sleep(0.001)
         assert publisher.publish("ch", "second")  # no later publish, no flush
@@ -163,3 +156,45 @@ def test_the_first_publish_after_a_quiet_spell_checks_the_connection(server: Emb
     finally:
         pubsub.close()
         publisher.close()
+
+
+def test_a_user_that_may_not_name_its_connection_still_publishes(server: EmbeddedRedis) -> None:
+    """An ACL without `+client` refuses CLIENT SETNAME (NOPERM) on every connect: that is
+    no reason to lose every live publish, let alone to raise into the run."""
+    setup = redis.Redis.from_url(server.url)
+    setup.acl_setuser("pub", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-client"])
+    url = server.url.replace("redis://", "redis://pub:pw@")
+    publisher = RedisPublisher.from_url(url)
+    pubsub = subscribed(server.url, "ch")
+    try:
+        assert publisher.publish("ch", "one")
+        assert publisher.flush()
+        assert publisher.publish("ch", "two")
+        assert publisher.flush()
+        assert received(pubsub, 2) == [b"one", b"two"]
+    finally:
+        pubsub.close()
+        publisher.close()
+        setup.close()
+
+
+def test_an_unreachable_server_costs_one_wait_not_one_per_publish() -> None:
+    """A server that accepts connections and never answers (hung, or a black-holed port):
+    the first publish waits for its timeout; the next, right after, gives up at once."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    lost: list[int] = []
+    client = redis.Redis(host="127.0.0.1", port=hung.getsockname()[1], socket_timeout=0.3,
+                         socket_connect_timeout=0.3, client_name=CLIENT_NAME)
+    publisher = RedisPublisher(client, on_lost=lost.append)
+    try:
+        assert publisher.publish("ch", "one") is False
+        started = time.monotonic()
+        assert publisher.publish("ch", "two") is False
+        assert time.monotonic() - started < 0.2
+        assert lost == [1, 1]
+    finally:
+        publisher.close()
+        hung.close()

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from events.types import MAX_SEQ
 from storage import event_queries
-from webapp.socket_session import SocketSession
+from webapp.socket_session import MAX_REPLAYS, SocketSession
 
 HISTORY = 1500
 
@@ -66,3 +67,48 @@ def test_a_paged_replay_and_live_events_merge_exactly_once(history, server_with)
     assert [e["seq"] for e in old] == list(range(1, HISTORY + 3))
     assert [e["seq"] for e in events if e["run_id"] == live] == list(range(1, 12))
     sock.close()
+
+
+def test_repeated_subscribes_keep_one_replay_per_run_or_thread(history):
+    """A client repeating `subscribe … after_seq` must not queue a replay per frame: the
+    newest replaces the older one, so the history is read once."""
+    alice, run, st = history
+    session = SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
+    for _ in range(20):
+        session.on_command(json.dumps({"type": "subscribe", "run_id": run, "after_seq": 0}))
+        session.on_command(json.dumps({"type": "resume", "cursor": 0}))
+    steps, frames = 0, []
+    while session.replaying:
+        steps += 1
+        frames += [json.loads(f) for f in session.replay_step(256)]
+    pages = -(-(HISTORY + 2) // 256)
+    assert steps <= 2 * pages + 2, steps
+    assert [f["seq"] for f in frames if "seq" in f] == list(range(1, HISTORY + 3))
+    assert [f["type"] for f in frames].count("resumed") == 1
+
+
+def test_more_queued_replays_than_the_cap_answer_an_error(history):
+    alice, run, st = history
+    session = SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
+    threads = [f"cap{n}" for n in range(12)]
+    for thread in threads:  # runs the worker need not execute: only their threads matter
+        alice.submit(thread, "echo", {"x": 1})
+    answers = [json.loads(f)
+               for thread in threads
+               for f in session.on_command(json.dumps(
+                   {"type": "subscribe", "thread_id": thread, "after_seq": 0}))]
+    kinds = [a["type"] for a in answers]
+    assert kinds.count("subscribed") == MAX_REPLAYS, kinds
+    errors = [a for a in answers if a["type"] == "error"]
+    assert len(errors) == len(threads) - MAX_REPLAYS
+    assert {e["code"] for e in errors} == {"too_many_replays"}
+
+
+def test_a_thread_replay_after_the_last_possible_seq_reads_no_history(history):
+    """The thread's events are filtered by `after_seq` in the query: nothing to page."""
+    alice, _run, st = history
+    session = SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
+    session.on_command(json.dumps({"type": "subscribe", "thread_id": "t",
+                                   "after_seq": MAX_SEQ}))
+    assert session.replay_step(256) == []
+    assert not session.replaying  # one page (an empty one) and done

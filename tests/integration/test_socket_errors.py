@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import select
+import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import websocket
@@ -112,3 +116,58 @@ def test_a_ping_flood_while_events_stream_never_corrupts_the_socket(users, tmp_p
         assert pongs == pings
         conn.close()
         assert "ConcurrentObjectUseError" not in (tmp_path / "web.log").read_text()
+
+
+def _raw_upgrade(url: str, token: str) -> socket.socket:
+    """A websocket opened by hand on a real TCP socket with a tiny receive buffer; after the
+    101 nothing is ever read from it."""
+    host, port = url.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((host, int(port)))
+    raw.sendall((f"GET /api/agents/v2/ws HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = raw.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return raw
+
+
+def test_a_client_that_floods_pings_and_never_reads_is_cut_holding_little(tokens,
+                                                                          tmp_path: Path):
+    """The pongs it is owed cannot be sent (it reads nothing), so the server must stop
+    taking its pings once it owes too many, and let go of it within a bounded time even
+    though no event is streaming to it."""
+    from webapp.socket_conn import MAX_OWED
+
+    env = dict(os.environ, RUNLANE_SOCKET_SEND_BUFFER="4096", RUNLANE_SOCKET_PING_INTERVAL="1")
+    log = tmp_path / "web.log"
+    with web_process(env, log) as url:
+        alice = tokens.user("alice")
+        raw = _raw_upgrade(url, alice.token)
+        raw.setblocking(False)
+        ping = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # masked (with a zero key), 125 bytes
+        burst = memoryview(ping * 64)
+        sent, cut = 0, False
+        started = time.monotonic()
+        deadline = started + 30
+        while time.monotonic() < deadline:
+            _r, writable, _x = select.select([], [raw], [], 0.2)
+            if not writable:
+                continue
+            try:
+                sent += raw.send(burst[sent % len(burst):])
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+        elapsed = time.monotonic() - started
+        raw.close()
+        assert cut, f"still connected after {elapsed:.0f}s; {sent // len(ping)} pings taken"
+        assert elapsed < 20, elapsed
+        owed = [int(n) for n in re.findall(r"owed (\d+) replies", log.read_text())]
+        assert owed and max(owed) <= MAX_OWED + 1, owed
