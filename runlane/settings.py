@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # RS256/ES256: public keys from a JWKS file or URL.
     jwt_jwks_file: Path | None = None
     jwt_jwks_url: str | None = None
+    # A JWKS fetch gives up after this many seconds (verification waits on it), and a kid the
+    # JWKS did not have, or a fetch that failed, is remembered as such this long: an IdP that
+    # is down then costs one short wait, not one per token.
+    jwt_jwks_timeout: float = 2.0
+    jwt_jwks_negative_cache_seconds: float = 30.0
     admin_enabled: bool = False  # honour the `roles: ["admin"]` claim (every admin read is logged)
     submit_rate_per_minute: int = 120  # per user, across all web processes (Redis)
     socket_connects_per_minute: int = 60  # per user

@@ -68,21 +68,78 @@ class Database:
         self.engine.dispose(close=close)
 
 
-def migrate(url: str) -> None:
-    """Bring the schema at `url` to the newest Alembic revision.
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, or None (another database, or an in-memory one)."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database)
+    return None
+
+
+# The key of the PostgreSQL advisory lock that migrations hold: any constant every Runlane
+# process shares (the ASCII bytes "runlanem" as a 64-bit number).
+MIGRATION_LOCK_KEY = 0x72756E6C616E656D
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[None]:
+    """Held while one process migrates the database at `url`; the others wait.
+
+    With RUNLANE_AUTO_MIGRATE every gunicorn worker and every Celery worker may migrate at
+    once, and one that ran Alembic next to another saw tables the other had just created and
+    failed. PostgreSQL: a session advisory lock, released by the server if the process dies.
+    SQLite: `flock` on a file next to the database (the database's own locks last one
+    transaction, a migration is several); the kernel releases it with the process.
+    """
+    path = _sqlite_file(url)
+    if path is not None:
+        import fcntl  # noqa: PLC0415 - POSIX only, like the servers Runlane runs under
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".migrate-lock"), "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return
+    engine = make_engine(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            yield
+            return
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+            connection.commit()  # the lock is the session's, not the transaction's
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+def migrate(url: str, *, lock: bool = True) -> None:
+    """Bring the schema at `url` to the newest Alembic revision, holding the migration lock
+    unless the caller already holds it (`lock=False`).
 
     A SQLite file's folder is created first: `runlane migrate` in a fresh folder must not fail
     on the instance folder that `runlane up` would have made.
     """
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
-
+    if lock:
+        with migration_lock(url):
+            migrate(url, lock=False)
+        return
     with quiet_alembic():  # its plugins are set up when its runtime is first imported
         from alembic import command  # noqa: PLC0415 - only the CLI and tests migrate
         from alembic.config import Config  # noqa: PLC0415
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = make_engine(url)

@@ -14,7 +14,14 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from runlane.errors import ConfigurationError
-from storage.db import MIGRATIONS, SQLITE_BUSY_TIMEOUT_MS, make_engine, migrate, quiet_alembic
+from storage.db import (
+    MIGRATIONS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+    migrate,
+    migration_lock,
+    quiet_alembic,
+)
 
 # A probe waits this long for another writer, not the sessions' long busy timeout: a readiness
 # answer that takes seconds is as good as a failed one.
@@ -102,15 +109,21 @@ def require_current_schema(url: str, *, auto_migrate: bool = False) -> None:
 
 
 def _migrate_once(url: str, engine: Engine) -> None:
-    """Migrate; when several processes start at once, the ones that lose the race find the
-    schema already at head and carry on."""
-    try:
-        migrate(url)
-    except Exception as exc:
-        status = schema_status(engine)
-        if not status.at_head:
-            raise SchemaNotCurrent(f"migrating on start failed ({exc}); "
-                                   + status.describe()) from exc
+    """Migrate under the migration lock; when several processes start at once, the first
+    migrates and the others, let in after it, find the schema at head and carry on."""
+    with migration_lock(url):
+        try:
+            if schema_status(engine).at_head:
+                return
+        except OperationalError:
+            pass  # a SQLite file not there yet: migrating creates it
+        try:
+            migrate(url, lock=False)
+        except Exception as exc:
+            status = schema_status(engine)
+            if not status.at_head:
+                raise SchemaNotCurrent(f"migrating on start failed ({exc}); "
+                                       + status.describe()) from exc
 
 
 def probe_write(engine: Engine) -> None:

@@ -1,6 +1,7 @@
 """Bearer tokens: the only place a token is read, verified or issued."""
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +53,68 @@ VERIFIED_CACHE_SIZE = 4096  # tokens remembered per process (a few hundred KB at
 VERIFIED_CACHE_SECONDS = 60.0  # how long a removed key's tokens may still be honoured
 
 
+REFUSED_KIDS_MAX = 4096  # unknown kids remembered per process; the oldest are forgotten first
+
+
+class JWKSKeys:
+    """Signing keys from a JWKS URL, asked for as seldom as verification allows.
+
+    PyJWKClient fetches with its lock held, so a fetch that hangs holds up every RS256/ES256
+    check in the process, and while the IdP is down each token naming a kid it has not
+    resolved fetches again. Here a fetch gives up after `timeout`; a kid the JWKS did not
+    have, and every unresolved kid after a failed fetch, is refused for `refused_for`
+    seconds without asking; and tokens wait for another's fetch instead of queueing fetches
+    of their own. Kids resolved before stay served from PyJWKClient's key cache meanwhile.
+    """
+
+    def __init__(self, url: str, *, timeout: float, refused_for: float) -> None:
+        self._client = jwt.PyJWKClient(url, cache_keys=True, timeout=timeout)
+        self._refused_for = refused_for
+        self._known: set[str] = set()
+        self._refused: OrderedDict[str, float] = OrderedDict()  # kid -> refused until
+        self._unreachable_until = 0.0
+        self._fetching = threading.Lock()
+
+    def get(self, kid: str) -> jwt.PyJWK:
+        """The key named `kid`.
+
+        Raises:
+            jwt.PyJWKClientError: the JWKS has no such key, or could not be fetched (now or
+                less than `refused_for` seconds ago).
+        """
+        if kid in self._known:  # in PyJWKClient's key cache: no fetch
+            return self._client.get_signing_key(kid)
+        self._check_refused(kid, time.monotonic())
+        with self._fetching:
+            now = time.monotonic()
+            self._check_refused(kid, now)  # another token's fetch may have just failed
+            try:
+                key = self._client.get_signing_key(kid)
+            except jwt.PyJWKClientConnectionError:
+                self._unreachable_until = now + self._refused_for
+                self._refuse(kid, now)
+                raise
+            except jwt.PyJWKClientError:
+                self._refuse(kid, now)
+                raise
+            self._known.add(kid)
+            self._refused.pop(kid, None)
+            return key
+
+    def _check_refused(self, kid: str, now: float) -> None:
+        if now < self._unreachable_until:
+            raise jwt.PyJWKClientError("the JWKS URL failed a moment ago")
+        until = self._refused.get(kid)
+        if until is not None and now < until:
+            raise jwt.PyJWKClientError(f"kid {kid!r} was not in the JWKS a moment ago")
+
+    def _refuse(self, kid: str, now: float) -> None:
+        self._refused[kid] = now + self._refused_for
+        self._refused.move_to_end(kid)
+        while len(self._refused) > REFUSED_KIDS_MAX:
+            self._refused.popitem(last=False)
+
+
 class TokenVerifier:
     """Verifies bearer tokens: HS256 by `kid` (rotation) or the default secret, RS256/ES256
     against a JWKS. The algorithm decides the key family, so an HMAC token is never checked
@@ -64,7 +127,8 @@ class TokenVerifier:
         if settings.jwt_jwks_file is not None:
             self._jwks = jwt.PyJWKSet.from_json(settings.jwt_jwks_file.read_text())
         elif settings.jwt_jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True)
+            self._jwks = JWKSKeys(settings.jwt_jwks_url, timeout=settings.jwt_jwks_timeout,
+                                  refused_for=settings.jwt_jwks_negative_cache_seconds)
         # Verified tokens, so a client's every request does not pay for a signature check and
         # claim parsing again (~0.1 ms, a tenth of a submission). Keyed by the token itself:
         # only the exact bytes that passed verification hit. Entries end at the token's own
@@ -99,8 +163,8 @@ class TokenVerifier:
             return secret, alg
         if alg in _ASYMMETRIC and self._jwks is not None and kid is not None:
             try:
-                if isinstance(self._jwks, jwt.PyJWKClient):
-                    jwk = self._jwks.get_signing_key(kid)
+                if isinstance(self._jwks, JWKSKeys):
+                    jwk = self._jwks.get(kid)
                 else:
                     jwk = self._jwks[kid]
             except (KeyError, jwt.PyJWKClientError, jwt.PyJWKError):

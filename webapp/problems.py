@@ -13,6 +13,8 @@ from runlane.errors import RunlaneError, TooManyRequests
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# Seconds a 503 asks the client to wait: the event router keeps reconnecting meanwhile.
+SERVICE_RETRY_AFTER = 2
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
@@ -37,12 +39,19 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 def init_app(app: Flask) -> None:
     @app.errorhandler(RunlaneError)
     def _runlane(exc: RunlaneError) -> Response:
-        if exc.status >= 500:
+        if exc.status == 500:
+            # A bug or a misconfiguration: what it says is for the log, not for the client.
             log.error("internal error: %s", exc)
             return problem(500, "Internal error")
         response = problem(exc.status, exc.title, exc.detail, **exc.extra)
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
+        elif exc.status == 503:
+            # Raised on purpose (the event stream is down): the client learns it may retry
+            # and when, instead of a 500 that says nothing about whether its request counted.
+            log.warning("unavailable: %s", exc)
+            retry_after = getattr(exc, "retry_after", None)
+            response.headers["Retry-After"] = str(retry_after or SERVICE_RETRY_AFTER)
         return response
 
     @app.errorhandler(ValidationError)

@@ -37,7 +37,7 @@ from webapp.requests import (
     query_int,
     request_id,
 )
-from webapp.streams import sse_frames
+from webapp.v2 import sse_response
 
 bp = Blueprint("v1", __name__)
 bp.before_request(only_documented_query)
@@ -75,7 +75,7 @@ def _json(model: Any, status: int = 200) -> Response:
 
 @bp.post("/execute")
 @documented(summary="Run an agent and wait for its end (legacy; blocking up to `timeout`)",
-            tags=("v1",), body=V1Execute, deprecated=True, errors=V1_ERRORS,
+            tags=("v1",), body=V1Execute, deprecated=True, errors=(*V1_ERRORS, 503),
             responses={200: V1ExecuteFinished, 202: V1ExecutePending})
 @v1_route("execute")
 @require_principal
@@ -87,9 +87,11 @@ def execute() -> Response:
     user = current_principal().user_id
     ctx = adapter.context(user_id=user, request_id=request_id(), text=body.message,
                           agent=body.agent_type, thread_id=body.thread_id)
-    adapter.submit(ctx, "execute", admit_submission)
     # Waits on the run's event stream (no polling); the log covers what came before attach.
+    # Subscribed before the run is submitted: when the stream is unavailable the 503 comes
+    # with nothing submitted, so the client's retry cannot run the agent twice.
     with st.watch(user, ctx.run_id) as watch:
+        adapter.submit(ctx, "execute", admit_submission)
         remaining = max(0.0, body.timeout - (time.monotonic() - started))
         events = [e for e in watch.events(timeout=remaining) if e is not None]
     answer = adapter.execute_answer(st.runs.get(user, ctx.run_id), events)
@@ -128,7 +130,7 @@ def _start(text: str, thread_id: str | None, route: str) -> Response:
 
 @bp.post("/stream")
 @documented(summary="Start a run and stream its events as Server-Sent Events (legacy)",
-            tags=("v1",), body=V1RunAgent, deprecated=True, errors=V1_ERRORS,
+            tags=("v1",), body=V1RunAgent, deprecated=True, errors=(*V1_ERRORS, 503),
             responses={200: None}, media={200: "text/event-stream"})
 @v1_route("stream")
 @require_principal
@@ -138,15 +140,14 @@ def stream() -> Response:
     st, adapter = state(), _adapter()
     user = current_principal().user_id
     ctx = adapter.context(user_id=user, request_id=request_id(), text=body.query, thread_id=body.id)
-    adapter.submit(ctx, "stream", admit_submission)
-    watch = st.watch(user, ctx.run_id)
-
-    def frames() -> Any:
-        with watch:
-            yield from sse_frames(watch.events(timeout=ctx.limits.hard_time_limit))
-
-    return Response(frames(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # Subscribed before the run is submitted (see `execute`), and before the 200 is sent.
+    response = sse_response(st.watch(user, ctx.run_id), timeout=ctx.limits.hard_time_limit)
+    try:
+        adapter.submit(ctx, "stream", admit_submission)
+    except BaseException:
+        response.close()  # leaves the watch
+        raise
+    return response
 
 
 @bp.get("/<run_id>/status")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,7 +10,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 
 from events.types import MAX_SEQ
 from factories.context import UserExecutionContext
-from webapp.apidoc import Param, documented
+from webapp.apidoc import COMMON_ERRORS, Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
 from webapp.migration import report
@@ -34,7 +35,7 @@ from webapp.schemas import (
     RunResource,
     SubmitRun,
 )
-from webapp.streams import sse_frames
+from webapp.streams import RunWatch, sse_frames
 
 bp = Blueprint("v2", __name__)
 bp.before_request(only_documented_query)
@@ -42,6 +43,41 @@ bp.before_request(only_documented_query)
 
 def _json(model: Any, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+def sse_response(watch: RunWatch, timeout: float) -> Response:
+    """A Server-Sent Events response of `watch`'s events, the watch entered first.
+
+    Entering (subscribing, reading the user's cursor) is what fails when Redis or the database
+    is down; done inside the body it would fail after the 200 was sent and leave the client a
+    truncated stream, so it is done here and its error becomes a problem (503). The watch is
+    left when the body ends, fails or is closed by the server because the client went away,
+    even when the body was never started (a generator closed before its first step runs no
+    `finally`, hence the close callback as well).
+    """
+    watch.__enter__()
+    done = False
+
+    def leave() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            watch.__exit__(None, None, None)
+
+    def frames() -> Iterator[str]:
+        try:
+            yield from sse_frames(watch.events(timeout=timeout))
+        finally:
+            leave()
+
+    try:
+        response = Response(frames(), mimetype="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        response.call_on_close(leave)
+    except BaseException:
+        leave()
+        raise
+    return response
 
 
 @bp.post("/thread/<thread_id>/runs")
@@ -141,6 +177,7 @@ def list_agents() -> Response:
     summary="A run's stored events after `after`; with Accept: text/event-stream, backlog then "
             "live as Server-Sent Events until the run ends (Last-Event-ID honoured)",
     tags=("v2",), responses={200: EventPage}, media={200: "application/json, text/event-stream"},
+    errors=(*COMMON_ERRORS, 503),
     params=(
         Param("after", {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
               "last seq already seen"),
@@ -159,14 +196,7 @@ def run_events(run_id: str) -> Response:
         last_id = request.headers.get("Last-Event-ID", "")
         if last_id:  # a browser's reconnect says where it was; empty means from the start
             after = max(after, bounded_int(last_id, "Last-Event-ID", low=0, high=MAX_SEQ))
-        watch = st.watch(user, run.run_id, after_seq=after)
-
-        def frames():  # type: ignore[no-untyped-def]
-            with watch:
-                yield from sse_frames(watch.events(timeout=3600))
-
-        return Response(frames(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return sse_response(st.watch(user, run.run_id, after_seq=after), timeout=3600)
     limit = query_int("limit", 100, low=1, high=1000)
     events = st.events.read_after(user, run.run_id, after, limit)
     return _json(EventPage(items=[EventOut(**e.to_dict()) for e in events],

@@ -174,3 +174,91 @@ def test_es256_tokens_verify_against_a_jwks_url(server_with):
         assert status(base, jwt.encode(CLAIMS, other, algorithm="ES256", headers={"kid": "url1"})) == 401
     finally:
         server.shutdown()
+
+
+class _JWKSServer:
+    """A JWKS endpoint on loopback that counts its requests and can be made to hang (an IdP
+    that accepts connections and never answers) until released."""
+
+    def __init__(self, body: bytes) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = 0
+        self.hanging = threading.Event()
+        self.released = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                outer.requests += 1
+                if outer.hanging.is_set():
+                    outer.released.wait(60)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _timed_status(base: str, token: str) -> tuple[int, float]:
+    started = time.monotonic()
+    code = requests.get(f"{base}/api/agents/v2/agents", timeout=15,
+                        headers={"Authorization": f"Bearer {token}"}).status_code
+    return code, time.monotonic() - started
+
+
+def test_a_hanging_jwks_url_costs_one_short_fetch_then_unknown_kids_are_refused_at_once(
+    server_with,
+):
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwks = _JWKSServer(json.dumps({"keys": [_jwk(key.public_key(), "url1", "ES256")]}).encode())
+    jwks.hanging.set()  # the IdP is down from the start
+    try:
+        base = server_with(jwt_jwks_url=jwks.url)
+        code, took = _timed_status(base, jwt.encode(CLAIMS, key, algorithm="ES256",
+                                                    headers={"kid": "url1"}))
+        assert code == 401 and took < 5  # the fetch gave up after its short timeout
+        assert jwks.requests == 1
+        for kid in ("url1", "other", "third"):  # neither a failed kid nor a new one fetches
+            token = jwt.encode(CLAIMS | {"sub": f"s-{kid}"}, key, algorithm="ES256",
+                               headers={"kid": kid})
+            code, took = _timed_status(base, token)
+            assert code == 401 and took < 1
+        assert jwks.requests == 1
+    finally:
+        jwks.close()
+
+
+def test_a_known_kid_keeps_verifying_while_the_jwks_url_hangs(server_with):
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwks = _JWKSServer(json.dumps({"keys": [_jwk(key.public_key(), "url1", "ES256")]}).encode())
+    try:
+        base = server_with(jwt_jwks_url=jwks.url)
+        assert status(base, jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})) == 200
+        fetched = jwks.requests
+        jwks.hanging.set()
+        code, took = _timed_status(base, jwt.encode(CLAIMS | {"sub": "nobody"}, key,
+                                                    algorithm="ES256", headers={"kid": "gone"}))
+        assert code == 401 and took < 5
+        # Another token (not one remembered as verified) signed by the known key.
+        code, took = _timed_status(base, jwt.encode(CLAIMS | {"sub": "dora"}, key,
+                                                    algorithm="ES256", headers={"kid": "url1"}))
+        assert code == 200 and took < 1
+        assert jwks.requests <= fetched + 1
+    finally:
+        jwks.close()

@@ -32,6 +32,17 @@ def _env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def readyz_until(base: str, status: int, timeout: float = 15) -> requests.Response:
+    """/readyz's first answer with `status`: an answer is given again for up to a second
+    (webapp/health.py), so a change shows within about that long, not at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = requests.get(f"{base}/readyz", timeout=10)
+        if answer.status_code == status or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)
+
+
 def _alembic(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -121,13 +132,13 @@ def test_readyz_answers_503_with_schema_while_the_database_is_behind_head(
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
 
     command.downgrade(_alembic(url), "0003")
-    behind = requests.get(f"{base}/readyz", timeout=10)
+    behind = readyz_until(base, 503)
     assert behind.status_code == 503
     assert behind.json()["failing"] == ["schema"]
     assert "runlane migrate" in behind.json()["detail"]
 
     migrate(url)
-    assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+    assert readyz_until(base, 200).status_code == 200
 
 
 @pytest.fixture
@@ -181,7 +192,7 @@ def test_readyz_answers_503_with_database_while_the_disk_under_sqlite_fails(
             shut_down(disk)
             # What /readyz used to check still succeeds on an open connection.
             assert connection.exec_driver_sql("SELECT 1").scalar() == 1
-        down = requests.get(f"{base}/readyz", timeout=20)
+        down = readyz_until(base, 503)
         assert down.status_code == 503, down.text
         assert down.json()["failing"] == ["database"]
         assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
@@ -225,6 +236,53 @@ def test_readyz_answers_503_with_database_while_postgresql_is_read_only(server_w
             connection.commit()
     finally:
         engine.dispose()
-    down = requests.get(f"{base}/readyz", timeout=20)
+    down = readyz_until(base, 503)
     assert down.status_code == 503, down.text
     assert down.json()["failing"] == ["database"]
+
+
+_RACER = """
+import sys
+from storage.schema import require_current_schema
+print("ready", flush=True)
+sys.stdin.readline()  # every racer starts migrating at the same moment
+require_current_schema(sys.argv[1], auto_migrate=True)
+print("done", flush=True)
+"""
+
+
+def _race_auto_migrate(url: str, racers: int = 4) -> None:
+    """`racers` processes, each a web or worker starting with RUNLANE_AUTO_MIGRATE on the same
+    fresh database, released together once all have imported Runlane."""
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(racers)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0 and out.strip() == "done", err[-3000:]
+    engine = make_engine(url)
+    try:
+        status = schema_status(engine)
+        assert status.at_head and status.current == status.head
+    finally:
+        engine.dispose()
+
+
+def test_auto_migrate_racing_on_a_fresh_sqlite_file_all_start_at_head(tmp_path: Path):
+    _race_auto_migrate(f"sqlite:///{tmp_path / 'fresh' / 'runlane.db'}")
+
+
+def test_auto_migrate_racing_on_a_fresh_postgresql_database_all_start_at_head(pg_database: str):
+    _race_auto_migrate(pg_database)
