@@ -15,9 +15,11 @@ from runlane.settings import load
 from runlane.supervisor import Child, Supervisor, die_with_parent
 
 
-# Runlane's top-level modules, imported before gunicorn or Celery runs: with `-P` the current
-# folder is not on sys.path yet, so a project's own `tasks.py` or `celeryconfig.py` there
-# cannot stand in for them (both servers put that folder first on sys.path later).
+# Runlane's top-level modules, imported before Celery runs: with `-P` the current folder is not
+# on sys.path yet, so a project's own `tasks.py` or `celeryconfig.py` there cannot stand in
+# for them (Celery puts that folder first on sys.path for `-A` and its includes). The web is
+# not started this way: gevent must patch before Runlane's modules are imported, so gunicorn
+# drops the folder from sys.path itself (runlane/gunicorn_conf.py `on_starting`).
 _WORKER_MODULES = "agents, celeryconfig, events, factories, runlane, storage, tasks"
 
 
@@ -29,8 +31,8 @@ def _python(modules: str, entry: str, prog: str) -> list[str]:
 
 def _web_argv(host: str, port: int) -> list[str]:
     return [
-        *_python(f"{_WORKER_MODULES}, webapp", "gunicorn.app.wsgiapp:run", "gunicorn"),
-        "-c", "python:runlane.gunicorn_conf", "-b", f"{host}:{port}", "webapp.wsgi:app",
+        sys.executable, "-P", "-m", "gunicorn", "-c", "python:runlane.gunicorn_conf",
+        "-b", f"{host}:{port}", "webapp.wsgi:app",
     ]
 
 

@@ -6,6 +6,7 @@ would spend two OS threads per socket).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def control_socket_path(instance: Path, bind: str) -> Path | None:
 
 
 def on_starting(server: Any) -> None:
+    # gunicorn put its working folder first on sys.path; the workers import the app after
+    # forking, so without it a project's own `tasks.py` or `events.py` there cannot stand in
+    # for Runlane's modules (`runlane web` starts Python with -P, which adds no folder).
+    while server.cfg.chdir in sys.path:
+        sys.path.remove(server.cfg.chdir)
     path = control_socket_path(load().instance_path, str(server.cfg.bind[0]))
     try:
         if path is not None:

@@ -9,8 +9,8 @@ from typing import Any
 from flask import Flask
 
 from runlane.settings import Settings, load
-from webapp import problems
-from webapp.extensions import WebState
+from webapp import problems, socket_conn
+from webapp.extensions import WebState, sock
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["runlane"] = web_state
     atexit.register(web_state.close)
     problems.init_app(app)
+    sock.init_app(app)
+    socket_conn.install(app)  # flask-sock's sockets get the one-writer reader
     logcontext.init_app(app)
     app.register_blueprint(health.bp)
     metrics.init_app(app)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app
+from flask_sock import Sock
 
 from agents.registry import AgentRegistry
 from events.eventlog import EventLog
@@ -20,6 +21,8 @@ from tasks.dispatch import Dispatcher
 from webapp.auth import TokenVerifier
 from webapp.runs import RunService
 from webapp.streams import RunWatch
+
+sock = Sock()  # unbound; routes register on blueprints with bp= (see webapp/sockets.py)
 
 
 @dataclass

@@ -1,25 +1,24 @@
-"""The websocket connection under the event socket: simple-websocket's server, with exactly
-one writer, and a route that never answers an upgraded connection with HTTP.
+"""The event socket's connection: flask-sock's simple-websocket server, with exactly one
+writer.
 
 simple-websocket's reader (a thread, or a greenlet under gevent) answers pings and close
 frames itself, writing on the socket the view writes on: a pong could land inside a frame
 the view was half-way through sending (clients then read a broken frame), and under gevent
 two greenlets waiting to write on one socket raise ConcurrentObjectUseError. Here the reader
 only reads: it notes the replies owed and sets the connection's flag, and the view's writer
-sends them between two frames (`owed`). flask-sock's route lets an exception escape to
-Flask, which writes an HTTP 500 onto the upgraded socket; `socket_route` closes it with 1011
-and logs it once instead.
+sends them between two frames (`owed`). This module is the one place that reaches into
+simple-websocket's server (its socket, wsproto connection, buffers and flag).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Flask
 from simple_websocket import ConnectionClosed, Server
 from wsproto.events import (
     BytesMessage,
@@ -41,57 +40,60 @@ MAX_PENDING_FRAMES = 64
 MAX_OWED = 1024
 
 
-class OneWriterServer(Server):
-    """A simple-websocket server whose reader never writes after the handshake."""
+class OneWriterReader(threading.Thread):
+    """simple-websocket's reader for one connection, made to only read.
 
-    def __init__(self, environ: dict[str, Any], **options: Any) -> None:
+    flask-sock builds each socket's simple-websocket `Server` from the app's
+    `SOCK_SERVER_OPTIONS`, and that server's `thread_class` option chooses its reader: it is
+    built once the handshake is done, with `target=server._thread`. Runlane gives this class
+    there (`install`), keeps the server and runs the loop below on it instead; the view finds
+    it as `ws.thread` (`reader_of`). The reader notes the replies owed; the writer sends them.
+    """
+
+    def __init__(self, target: Callable[[], None], **_: Any) -> None:
+        super().__init__(daemon=True)
+        self.server: Server = target.__self__  # type: ignore[attr-defined]
         self.owed: list[Any] = []  # replies (Pong, CloseConnection) for the writer to send
         self.closing = False  # the peer's close frame arrived: reply, then end
         self.overrun = False  # the client sent past MAX_OWED / MAX_PENDING_FRAMES: not read on
         self.writing_since = 0.0  # monotonic start of the write in progress (0: none)
-        self._handshaken = False
-        super().__init__(environ, **options)
 
-    def handshake(self) -> None:
-        super().handshake()
-        self._handshaken = True  # before the reader starts: from here on it only reads
-
-    def _thread(self) -> None:
+    def run(self) -> None:
         """Read until the connection ends; only the writer closes the socket."""
-        while self.connected:
+        ws = self.server
+        while ws.connected:
             try:
-                data = self.sock.recv(self.receive_bytes)
+                data = ws.sock.recv(ws.receive_bytes)
                 if not data:
                     raise OSError("peer closed")
-                self.ws.receive_data(data)
-                self.connected = self._handle_events()
+                ws.ws.receive_data(data)
+                ws.connected = self._handle_events()
             except (OSError, LocalProtocolError):
-                self.connected = False
-                self.event.set()
+                ws.connected = False
+                ws.event.set()
                 return
             if self.overrun:
                 # Stop reading: TCP holds the client back from here on, and the writer
                 # closes the socket with 1008 (or the router cuts it if the writer is stuck).
                 log.warning("event socket client overran: owed %d replies, %d frames "
                             "unanswered; no longer reading it",
-                            len(self.owed), len(self.input_buffer))
-                self.event.set()
+                            len(self.owed), len(ws.input_buffer))
+                ws.event.set()
                 return
 
     def _handle_events(self) -> bool:
-        if not self._handshaken:  # the upgrade: simple-websocket writes the 101 itself
-            return super()._handle_events()  # type: ignore[no-any-return]
+        ws = self.server
         keep_going = True
-        for event in self.ws.events():
+        for event in ws.ws.events():
             if isinstance(event, Ping):
                 self.owed.append(event.response())
                 if len(self.owed) > MAX_OWED:
                     self.overrun = True
                     break
             elif isinstance(event, Pong):
-                self.pong_received = True
+                ws.pong_received = True
             elif isinstance(event, CloseConnection):
-                self.close_reason, self.close_message = event.code, event.reason
+                ws.close_reason, ws.close_message = event.code, event.reason
                 self.owed.append(event.response())
                 self.closing = True
                 keep_going = False
@@ -101,27 +103,28 @@ class OneWriterServer(Server):
                     self.closing = True
                     keep_going = False
                     break
-                if len(self.input_buffer) > MAX_PENDING_FRAMES:
+                if len(ws.input_buffer) > MAX_PENDING_FRAMES:
                     self.overrun = True
                     break
             elif isinstance(event, Request):  # a second upgrade request: a broken client
                 keep_going = False
-        self.event.set()
+        ws.event.set()
         return keep_going
 
     def _collect(self, event: TextMessage | BytesMessage) -> bool:
         """Add a message fragment to the input buffer; False when over the size limit."""
-        self.incoming_message_len += len(event.data)
-        if self.max_message_size and self.incoming_message_len > self.max_message_size:
+        ws = self.server
+        ws.incoming_message_len += len(event.data)
+        if ws.max_message_size and ws.incoming_message_len > ws.max_message_size:
             return False
         part = event.data.encode() if isinstance(event, TextMessage) else event.data
-        if self.incoming_message is None:
-            self.incoming_message = bytearray()
-        self.incoming_message += part
+        if ws.incoming_message is None:
+            ws.incoming_message = bytearray()
+        ws.incoming_message += part
         if event.message_finished:
-            whole = bytes(self.incoming_message)
-            self.input_buffer.append(whole.decode() if isinstance(event, TextMessage) else whole)
-            self.incoming_message, self.incoming_message_len = None, 0
+            whole = bytes(ws.incoming_message)
+            ws.input_buffer.append(whole.decode() if isinstance(event, TextMessage) else whole)
+            ws.incoming_message, ws.incoming_message_len = None, 0
         return True
 
     def pay(self) -> bool:
@@ -130,11 +133,11 @@ class OneWriterServer(Server):
         while self.owed:
             reply = self.owed.pop(0)
             try:
-                self.write(self.ws.send(reply))
+                self.write(self.server.ws.send(reply))
             except LocalProtocolError:  # a reply the connection's state no longer allows
                 pass
             if isinstance(reply, CloseConnection):
-                self.connected = False
+                self.server.connected = False
         return not self.closing
 
     def write(self, data: bytes) -> None:
@@ -142,67 +145,46 @@ class OneWriterServer(Server):
         that reads nothing) is found by the router's ticker, which cuts the connection."""
         self.writing_since = time.monotonic()
         try:
-            self.sock.sendall(data)
+            self.server.sock.sendall(data)
         finally:
             self.writing_since = 0.0
 
     def shut(self) -> None:
         """End the connection from the writer: shut down (the reader's recv returns and it
         leaves), then close the socket once the reader is gone."""
-        self.connected = False
+        self.server.connected = False
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.server.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.thread.join(2.0)
-        self.sock.close()
+        if self.is_alive():
+            self.join(2.0)
+        self.server.sock.close()
 
 
-class _Upgraded(Response):
-    """What the WSGI server gets back once the socket is done (as in flask-sock)."""
-
-    def __init__(self, ws: OneWriterServer) -> None:
-        super().__init__()
-        self._ws = ws
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._ws.mode == "gunicorn":
-            raise StopIteration()
-        if self._ws.mode == "werkzeug":
-            return super().__call__(*args, **kwargs)
-        return []
+def install(app: Flask) -> None:
+    """Make flask-sock build every socket with the one-writer reader."""
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {})["thread_class"] = OneWriterReader
 
 
-def socket_route(bp: Blueprint, path: str) -> Callable[[Callable[..., None]], Callable[..., Any]]:
-    """Register `view(ws)` as a websocket route on `bp` (flask-sock's `route`, with the
-    one-writer server and errors turned into a 1011 close)."""
+def reader_of(ws: Server) -> OneWriterReader:
+    """The one-writer reader of a socket flask-sock built.
 
-    def decorator(view: Callable[..., None]) -> Callable[..., Any]:
-        @functools.wraps(view)
-        def route(*args: Any, **kwargs: Any) -> Response:
-            ws = OneWriterServer(request.environ,
-                                 **current_app.config.get("SOCK_SERVER_OPTIONS", {}))
-            try:
-                view(ws, *args, **kwargs)
-            except ConnectionClosed:
-                pass
-            except Exception:  # noqa: BLE001 - any bug: close this socket, keep the process
-                log.exception("event socket failed; closing it with 1011")
-                _close(ws, INTERNAL_ERROR, "internal error")
-            _close(ws, 1000, None)
-            ws.shut()
-            return _Upgraded(ws)
-
-        bp.route(path, websocket=True)(route)
-        return route
-
-    return decorator
+    Raises:
+        RuntimeError: the app's SOCK_SERVER_OPTIONS lost the reader (`install` not called).
+    """
+    reader = ws.thread
+    if not isinstance(reader, OneWriterReader):
+        raise RuntimeError("the event socket needs webapp.socket_conn.install(app)")
+    return reader
 
 
-def _close(ws: OneWriterServer, code: int, reason: str | None) -> None:
+def close(reader: OneWriterReader, code: int, reason: str | None) -> None:
+    """Send what is owed, then a close frame, with a deadline: the client may not read."""
+    ws = reader.server
     try:
         ws.sock.settimeout(2.0)  # before anything is written: the client may not be reading
-        ws.pay()
+        reader.pay()
         if ws.connected:
             ws.close(code, reason)
     except (OSError, ConnectionClosed, LocalProtocolError):

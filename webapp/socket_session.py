@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from events.eventlog import EventLog
-from events.types import MAX_CURSOR, MAX_SEQ, Event
+from events.types import MAX_CURSOR, MAX_SEQ
 from factories.context import ID_PATTERN, is_id
 from storage import queries
 from storage.db import Database

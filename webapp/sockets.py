@@ -28,13 +28,15 @@ from runlane import logs
 from runlane.errors import Unauthenticated
 from webapp.apidoc import documented
 from webapp.auth import Principal, bearer_token
-from webapp.extensions import WebState, state
+from webapp.extensions import WebState, sock, state
 from webapp.ratelimit import over_limit
 from webapp.socket_conn import (
+    INTERNAL_ERROR,
     MAX_OWED,
     MAX_PENDING_FRAMES,
-    OneWriterServer,
-    socket_route,
+    OneWriterReader,
+    close,
+    reader_of,
 )
 from webapp.socket_replay import PAGE
 from webapp.socket_session import SocketSession, frame
@@ -93,20 +95,20 @@ class _Inbox(SocketSink):
     socket), and able to cut a socket whose writer is stuck sending to a client that does
     not read."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("reader",)
 
-    def __init__(self, ws: Any, maxsize: int, cursor: int) -> None:
-        super().__init__(maxsize, wake=ws.event, cursor=cursor)
-        self.ws = ws
+    def __init__(self, reader: OneWriterReader, maxsize: int, cursor: int) -> None:
+        super().__init__(maxsize, wake=reader.server.event, cursor=cursor)
+        self.reader = reader
 
     def blocked_since(self) -> float:
-        return self.ws.writing_since  # type: ignore[no-any-return]
+        return self.reader.writing_since
 
     def on_stall(self) -> None:
         # The writer is blocked in send() (a full TCP buffer), so it cannot send 4008 itself;
         # shutting the connection down fails that send and the writer leaves.
         try:
-            self.ws.sock.shutdown(socket.SHUT_RDWR)
+            self.reader.server.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -125,30 +127,45 @@ def _cut(ws: Any, code: int, reason: str) -> None:
         pass
 
 
-@socket_route(bp, "/ws")  # registers a functools.wraps copy, so @documented goes below
+@sock.route("/ws", bp=bp)  # registers a functools.wraps copy, so @documented goes below
 @documented(
     summary="The event socket (websocket): authenticate, then receive your runs' events",
     description="Protocol, frames and close codes: docs/websocket.md. Authenticate with the "
                 "Authorization header or a first frame {\"type\": \"auth\", \"token\": …}.",
     tags=("v2",), auth=False, errors=(400,), responses={101: None},
 )
-def events_socket(ws: OneWriterServer) -> None:
-    """Raises whatever went wrong inside (socket_route closes the socket with 1011)."""
+def events_socket(ws: Any) -> None:
+    """Never raises: flask-sock would hand an exception to Flask, which writes an HTTP 500
+    onto the upgraded connection. Any failure closes this socket with 1011, logged once."""
+    reader = reader_of(ws)
+    try:
+        _serve(reader)
+    except ConnectionClosed:
+        pass
+    except Exception:  # noqa: BLE001 - any bug: close this socket, keep the process
+        log.exception("event socket failed; closing it with 1011")
+        close(reader, INTERNAL_ERROR, "internal error")
+    close(reader, 1000, None)
+    reader.shut()
+
+
+def _serve(reader: OneWriterReader) -> None:
     st = state()
-    opened = _on_fresh_stack(_open, ws, st)
+    opened = _on_fresh_stack(_open, reader, st)
     if opened is None:
         return
     user_id, inbox, session = opened
     try:
-        _pump(ws, inbox, session)
+        _pump(reader, inbox, session)
     except OSError as exc:  # the peer vanished, or the socket was cut while a send waited
         log.debug("event socket ended: %s", exc)
     finally:
         st.router.detach(user_id, inbox)
 
 
-def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
+def _open(reader: OneWriterReader, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
     """Authenticate, subscribe and send `ready`; None when the socket was refused (closed)."""
+    ws = reader.server
     principal = _authenticate(ws, st)
     if principal is None:
         ws.close(CloseCode.UNAUTHENTICATED, "authentication required")
@@ -167,7 +184,7 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
     # (older events are not missed), and whatever is logged after it reaches the socket,
     # live or from the log.
     floor = st.events.last_cursor(principal.user_id)
-    inbox = _Inbox(ws, st.settings.socket_queue_size, floor)
+    inbox = _Inbox(reader, st.settings.socket_queue_size, floor)
     # Subscribed (and confirmed by Redis) before `ready`, so nothing published after the
     # client sees `ready` can be missed.
     if not st.router.attach(principal.user_id, inbox):
@@ -177,32 +194,34 @@ def _open(ws: Any, st: WebState) -> tuple[str, _Inbox, SocketSession] | None:
     try:
         session = SocketSession(user_id=principal.user_id, log=st.events, db=st.db,
                                 floor=floor)
-        _send(ws, [frame({"type": "ready", "user_id": principal.user_id,
-                          "cursor": session.max_cursor})])
+        _send(reader, [frame({"type": "ready", "user_id": principal.user_id,
+                              "cursor": session.max_cursor})])
     except BaseException:
         st.router.detach(principal.user_id, inbox)
         raise
     return principal.user_id, inbox, session
 
 
-def _pump(ws: OneWriterServer, inbox: _Inbox, session: SocketSession) -> None:
+def _pump(reader: OneWriterReader, inbox: _Inbox, session: SocketSession) -> None:
     """The socket's single writer: wait on one flag, set by the websocket's reader (client
     frames, replies owed, close) and by the router (events, ticks, overflow); then answer
     everything, and send one page of a pending replay per round."""
+    ws = reader.server
     while True:
         inbox.wake.clear()  # cleared before looking, so whatever arrives next wakes us
-        if not ws.pay() or not ws.connected:
+        if not reader.pay() or not ws.connected:
             return
         if inbox.overflowed:
             _cut(ws, CloseCode.SLOW_CONSUMER, "send queue overflow: resume from your last seq")
             return
-        if ws.overrun or len(ws.input_buffer) > MAX_PENDING_FRAMES or len(ws.owed) > MAX_OWED:
+        if (reader.overrun or len(ws.input_buffer) > MAX_PENDING_FRAMES
+                or len(reader.owed) > MAX_OWED):
             _cut(ws, 1008, "too many frames")
             return
         busy = False
         while ws.input_buffer:
             busy = True
-            _send(ws, _on_fresh_stack(session.on_command, ws.input_buffer.pop(0)))
+            _send(reader, _on_fresh_stack(session.on_command, ws.input_buffer.pop(0)))
         for _ in range(BATCH):
             item = inbox.pop()
             if item is None:
@@ -211,42 +230,44 @@ def _pump(ws: OneWriterServer, inbox: _Inbox, session: SocketSession) -> None:
             kind, payload, text = item
             if kind == "event":
                 # The common case stays shallow; filling a gap reads the log (deep).
-                _send(ws, _on_fresh_stack(session.on_live, payload, text)
+                _send(reader, _on_fresh_stack(session.on_live, payload, text)
                       if session.has_gap(payload) else session.on_live(payload, text))
             elif payload is TICK:
-                if not _ping(ws):
+                if not _ping(reader):
                     return
             else:
-                _send(ws, _on_fresh_stack(session.on_command, payload))
+                _send(reader, _on_fresh_stack(session.on_command, payload))
         if session.replaying:
             # A page fits in what the queue has left: the frames held while it is sent and
             # the live events waiting behind it count against one bound together.
             room = min(PAGE, inbox.maxsize - inbox.pending())
-            _send(ws, _on_fresh_stack(session.replay_step, room))
+            _send(reader, _on_fresh_stack(session.replay_step, room))
             time.sleep(0)  # let other sockets run between pages (a greenlet under gevent)
             busy = True
         if not busy:
             inbox.wake.wait()
 
 
-def _send(ws: OneWriterServer, frames: list[str]) -> None:
+def _send(reader: OneWriterReader, frames: list[str]) -> None:
     """ws.send, but with sendall: simple-websocket's send() drops what a partial write left
     over, which corrupts the stream of a client that reads slowly. Replies the reader noted
     (pongs) go out between two frames, never inside one."""
+    ws = reader.server
     for out in frames:
-        if ws.owed:
-            ws.pay()
+        if reader.owed:
+            reader.pay()
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
-        ws.write(ws.ws.send(TextMessage(data=out)))
+        reader.write(ws.ws.send(TextMessage(data=out)))
 
 
-def _ping(ws: Any) -> bool:
+def _ping(reader: OneWriterReader) -> bool:
     """Keep-alive on the router's tick: a protocol ping, after checking the previous one was
     answered; False (socket closed 1008) when it was not, as simple-websocket would."""
+    ws = reader.server
     if not ws.pong_received:
         _cut(ws, 1008, "Ping/Pong timeout")
         return False
     ws.pong_received = False
-    ws.write(ws.ws.send(Ping()))
+    reader.write(ws.ws.send(Ping()))
     return True
