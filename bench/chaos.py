@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -116,14 +117,19 @@ class LiveSocket:
         self.sock.close()
 
 
-def redis_restart(args: argparse.Namespace) -> int:
-    import os
+SECRET = "chaos-secret-" + "z" * 40
 
-    workdir = Path(tempfile.mkdtemp(prefix="runlane-chaos-redis-"))
-    secret = "chaos-secret-" + "z" * 40
-    os.environ["RUNLANE_SECRET_KEY"] = secret
-    stack = Stack(workdir, {"RUNLANE_HEARTBEAT_INTERVAL": str(args.heartbeat),
-                            "RUNLANE_MAX_ATTEMPTS": "5"})
+
+def _stack(args: argparse.Namespace, prefix: str) -> tuple[Stack, str]:
+    """A fresh stack in its own folder, signing with a secret this script knows."""
+    os.environ["RUNLANE_SECRET_KEY"] = SECRET
+    stack = Stack(Path(tempfile.mkdtemp(prefix=prefix)),
+                  {"RUNLANE_HEARTBEAT_INTERVAL": str(args.heartbeat), "RUNLANE_MAX_ATTEMPTS": "5"})
+    return stack, SECRET
+
+
+def redis_restart(args: argparse.Namespace) -> int:
+    stack, secret = _stack(args, "runlane-chaos-redis-")
     rng = random.Random(7)
     sockets: list[LiveSocket] = []
     try:
@@ -188,7 +194,7 @@ def redis_restart(args: argparse.Namespace) -> int:
         statuses = Counter(current.values())
         # Consuming again: the first run a worker started after Redis was back (its log line).
         starts = [datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                  for log in workdir.glob("w*.log")
+                  for log in stack.workdir.glob("w*.log")
                   for line in log.read_text(errors="replace").splitlines()
                   if "run started:" in line and (found := STAMP.match(line))]
         later = [t - back_wall for t in starts if t >= back_wall]
@@ -221,13 +227,7 @@ def redis_restart(args: argparse.Namespace) -> int:
 
 
 def kill_workers(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="runlane-chaos-"))
-    secret = "chaos-secret-" + "z" * 40
-    import os
-
-    os.environ["RUNLANE_SECRET_KEY"] = secret
-    stack = Stack(workdir, {"RUNLANE_HEARTBEAT_INTERVAL": str(args.heartbeat),
-                            "RUNLANE_MAX_ATTEMPTS": "5"})
+    stack, secret = _stack(args, "runlane-chaos-")
     rng = random.Random(7)
     try:
         workers = {f"w{i}": stack.worker(f"w{i}", concurrency=2) for i in range(args.workers)}
@@ -287,7 +287,7 @@ def kill_workers(args: argparse.Namespace) -> int:
                     restart_delays.append(later - max(before))
         # Detection: kill -> the reaper re-dispatching a lost run (its log line's timestamp).
         detections: list[float] = []
-        for log in workdir.glob("*.log"):
+        for log in stack.workdir.glob("*.log"):
             for line in log.read_text(errors="replace").splitlines():
                 # Runlane's text format starts with the time; Celery's own with "[time".
                 if "lost its worker" in line and (found := STAMP.match(line)):

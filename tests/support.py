@@ -104,3 +104,14 @@ def assert_consecutive(events: list[dict[str, Any]], run_id: str) -> list[dict[s
     mine = [e for e in events if e["run_id"] == run_id]
     assert [e["seq"] for e in mine] == list(range(1, len(mine) + 1)), [e["seq"] for e in mine]
     return mine
+
+
+def readyz_until(base: str, status: int, timeout: float = 15) -> requests.Response:
+    """/readyz's first answer with `status`: an answer is given again for up to a second
+    (webapp/health.py), so a change shows within about that long, not at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = requests.get(f"{base}/readyz", timeout=10)
+        if answer.status_code == status or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.05)

@@ -7,17 +7,7 @@ from pathlib import Path
 import requests
 
 from runlane.embedded import EmbeddedRedis
-
-
-def readyz_until(base: str, status: int, timeout: float = 15) -> requests.Response:
-    """/readyz's first answer with `status`: an answer is given again for up to a second
-    (webapp/health.py), so a change shows within about that long, not at once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = requests.get(f"{base}/readyz", timeout=10)
-        if answer.status_code == status or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.05)
+from tests.support import readyz_until
 
 
 def test_readyz_answers_503_while_redis_is_stopped_and_200_once_it_is_back(

@@ -24,23 +24,13 @@ from alembic.config import Config
 from storage.db import MIGRATIONS, make_engine, migrate
 from storage.schema import SchemaNotCurrent, require_current_schema, schema_status
 from tests.processes import free_port, runlane_script
+from tests.support import readyz_until
 
 
 def _env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RUNLANE_AUTO_MIGRATE"}
     env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, **extra)
     return env
-
-
-def readyz_until(base: str, status: int, timeout: float = 15) -> requests.Response:
-    """/readyz's first answer with `status`: an answer is given again for up to a second
-    (webapp/health.py), so a change shows within about that long, not at once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = requests.get(f"{base}/readyz", timeout=10)
-        if answer.status_code == status or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.05)
 
 
 def _alembic(url: str) -> Config:
@@ -98,9 +88,9 @@ def test_runlane_web_migrates_first_when_auto_migrate_is_on(redis_url: str, tmp_
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             try:
-                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or slow to answer while booting
                 time.sleep(0.1)
         assert ready.status_code == 200, ready.text
         require_current_schema(database_url)
