@@ -9,10 +9,10 @@ Reliability choices, and why:
 - visibility_timeout: with the Redis broker an unacknowledged message comes back after this
   long; it must be longer than any run's hard time limit or a slow run would be redelivered
   while still running.
-- broker_transport: kombu's Redis transport with one redis-py client per channel
-  (`tasks/broker.py`); kombu's own builds a client for every message, event and ack sent,
-  which cost 0.45 ms of `echo`'s end-to-end p50 on two cores (issue 9). Other schemes keep
-  kombu's transport.
+- broker_transport is not set here: Runlane's app (tasks/celery_app.py) picks its own Redis
+  transport (`tasks/broker.py`, one redis-py client per channel; kombu's builds a client for
+  every message, event and ack sent) when it loads these settings. This module imports
+  nothing of the worker, so the worker's modules can import it without a cycle.
 - json only: the message carries one signed string, never a pickled object.
 - worker_send_task_events: Flower (`celery -A tasks flower`) sees every task a worker
   receives, starts and finishes. task_send_sent_event stays off: it would make every
@@ -41,12 +41,9 @@ def celery_settings() -> dict[str, Any]:
     it, with a message, before they would connect.
     """
     from runlane.settings import load  # noqa: PLC0415 - nothing is read on import
-    from tasks.broker import transport_for  # noqa: PLC0415
 
-    broker_url = load().redis_url
     return {
-        "broker_url": broker_url,
-        "broker_transport": transport_for(broker_url) if broker_url else None,
+        "broker_url": load().redis_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "result_backend": None,

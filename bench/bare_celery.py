@@ -19,6 +19,7 @@ import redis
 from celery import Celery, signals
 
 import celeryconfig
+from tasks.broker import transport_for
 
 QUEUE = "bare"
 
@@ -26,7 +27,7 @@ QUEUE = "bare"
 # (`tasks/broker.py`, one redis-py client per channel), unless BARE_CELERY_TRANSPORT=runlane
 # asks for that comparison.
 SETTINGS = celeryconfig.celery_settings()
-TRANSPORT = SETTINGS["broker_transport"] if os.environ.get(
+TRANSPORT = transport_for(SETTINGS["broker_url"]) if os.environ.get(
     "BARE_CELERY_TRANSPORT") == "runlane" else None
 
 app = Celery("bare")

@@ -12,14 +12,17 @@ import logging
 import random
 import time
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import websocket
 
-from runlane.client_models import Event, RunlaneAPIError, RunlaneConnectionError, connection_reason
-
-if TYPE_CHECKING:
-    from runlane.client import RunlaneClient
+from runlane.client_models import (
+    Event,
+    Run,
+    RunlaneAPIError,
+    RunlaneConnectionError,
+    connection_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,19 @@ log = logging.getLogger(__name__)
 _FATAL_CLOSES = {4401: (401, "Unauthorized", "the server did not accept the token on the socket"),
                  1009: (400, "Bad request", "a frame was too large for the server")}
 _RATE_LIMITED = 4429
+
+
+class StreamSource(Protocol):
+    """What a stream needs of the client that opened it: where the socket is, the token to
+    show it, and the run's state over HTTP. Declared here, not imported from
+    `runlane.client`, because the client imports this module to hand out streams."""
+
+    token: str | None
+
+    @property
+    def socket_url(self) -> str: ...
+
+    def state(self, run_id: str) -> Run: ...
 
 
 class _Dropped(Exception):
@@ -48,7 +64,7 @@ class EventStream(Iterator[Event]):
         RunlaneConnectionError: the server stayed unreachable.
     """
 
-    def __init__(self, client: RunlaneClient, run_id: str, *, after: int = 0,
+    def __init__(self, client: StreamSource, run_id: str, *, after: int = 0,
                  retries: int = 10, idle_timeout: float = 30.0, backoff: float = 0.2,
                  max_backoff: float = 5.0) -> None:
         self.run_id = run_id

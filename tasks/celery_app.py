@@ -6,13 +6,15 @@ whatever project `celery` or `runlane` was started in would configure Runlane's 
 """
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from celery.app.amqp import AMQP
 from celery.local import PromiseProxy
 from kombu import Connection
 
 import celeryconfig
-from tasks.broker import TRANSPORT
+from tasks.broker import TRANSPORT, transport_for
 
 
 class _Connection(Connection):
@@ -28,9 +30,19 @@ class _AMQP(AMQP):
     Connection = _Connection
 
 
+def celery_settings() -> dict[str, Any]:
+    """`celeryconfig`'s settings plus the broker transport: Runlane's own for a plain
+    `redis://` broker, kombu's for any other scheme. Chosen here, not in `celeryconfig`, so
+    that the settings module imports nothing of the worker (this module imports it)."""
+    settings = celeryconfig.celery_settings()
+    broker_url = settings["broker_url"]
+    settings["broker_transport"] = transport_for(broker_url) if broker_url else None
+    return settings
+
+
 def create_celery() -> Celery:
     app = Celery("runlane", amqp=_AMQP, include=["tasks.run", "tasks.maintenance"])
     # Evaluated once, when Celery first reads its configuration (not at import).
-    app.config_from_object(PromiseProxy(celeryconfig.celery_settings))
+    app.config_from_object(PromiseProxy(celery_settings))
     app.set_default()
     return app

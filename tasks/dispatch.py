@@ -2,6 +2,9 @@
 
 Every message carries the run's dispatch token; sending again bumps the token, so older
 copies of the message (broker redeliveries, retries, sweeps) are dropped when they arrive.
+
+Messages are sent by task name: the web process builds a Dispatcher too, and must not import
+the task's module (tasks.run imports the worker's runtime, which imports this module).
 """
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ from factories.context import ContextSigner, UserExecutionContext
 from storage import queries
 from storage.db import Database
 from storage.models import Run
+from tasks import app
 
 log = logging.getLogger(__name__)
+
+# The name tasks/run.py registers `execute_run` under; a unit test keeps the two equal.
+EXECUTE_RUN = "runlane.execute_run"
 
 
 class Dispatcher:
@@ -41,10 +48,9 @@ class Dispatcher:
 
     def send(self, ctx: UserExecutionContext, dispatch: int) -> None:
         """Send one task message; time limits ride along for the prefork pool to enforce."""
-        from tasks.run import execute_run  # noqa: PLC0415 - the task module imports us
-
         queue = self.queue_for(ctx.agent)
-        execute_run.apply_async(
+        app.send_task(
+            EXECUTE_RUN,
             args=[self._signer.sign(ctx), dispatch],
             task_id=f"{ctx.run_id}-{dispatch}",
             queue=queue,
@@ -58,6 +64,9 @@ class Dispatcher:
             # process has declared the queue (workers declare theirs too, and Celery's queues
             # are durable), the later ones skip the check.
             **({"declare": []} if queue in self._declared else {}),
+            # What the task object's apply_async added from its own options: the task is
+            # declared with ignore_result=True, and send_task does not look that up.
+            ignore_result=True,
         )
         self._declared.add(queue)
 

@@ -1,6 +1,8 @@
 """ExecutionEngine: runs one agent for one run, turning what it does into events.
 
-Built fresh per run by ExecutionEngineFactory; it owns the run from claim to terminal state.
+Built fresh per run by ExecutionEngineFactory (factories/engine.py), which tasks/worker.py
+hands this class; it owns the run from claim to terminal state. `Control`, the checks it makes
+before each step, is declared in runlane.engine_api so the factory need not import this module.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from agents.base import Agent, AgentError
 from agents.tools import Tool, ToolError
 from events.types import Event, EventType
 from factories.context import UserExecutionContext
+from runlane.engine_api import Control
 from storage.models import EXECUTING, RunStatus
 from storage.queries import Superseded
 from tasks.lifecycle import RunCancelled, RunTimedOut
@@ -34,10 +37,6 @@ class Emitter(Protocol):
 
 class Observer(Protocol):
     def on_event(self, event: Event) -> None: ...
-
-
-class Control(Protocol):
-    def check(self) -> None: ...
 
 
 class _Unchecked:

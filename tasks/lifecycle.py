@@ -18,16 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from events.bridge import EventBridge
 from events.types import EventType
+from factories.context import UserExecutionContext
 from storage import queries
 from storage.db import Database
 from storage.models import EXECUTING, RunStatus
-
-if TYPE_CHECKING:  # annotations only: importing factories here would close an import cycle
-    from events.bridge import EventBridge
-    from factories.context import UserExecutionContext
 
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 70  # exit status of a prefork child that ended its own run

@@ -31,6 +31,7 @@ from storage.db import Database
 from storage.models import ACTIVE, RunStatus
 from storage.schema import require_current_schema
 from tasks.dispatch import Dispatcher
+from tasks.engine import ExecutionEngine
 from tasks.lifecycle import Watchdog
 from tasks.reaper import Reaper
 
@@ -46,7 +47,7 @@ class WorkerRuntime:
     publisher: RedisPublisher
     agents: AgentInstanceFactory
     bridges: WebSocketBridgeFactory
-    engines: ExecutionEngineFactory
+    engines: ExecutionEngineFactory[ExecutionEngine]
     dispatcher: Dispatcher
     can_terminate: bool = False  # True only in a prefork child, which may end itself
     reaper: Reaper | None = None
@@ -69,7 +70,7 @@ class WorkerRuntime:
             bridges=WebSocketBridgeFactory(
                 log=events, publisher=publisher, channel_prefix=settings.channel_prefix
             ),
-            engines=ExecutionEngineFactory(tools=default_tools()),
+            engines=ExecutionEngineFactory(engine=ExecutionEngine, tools=default_tools()),
             dispatcher=Dispatcher(db=db, signer=signer, agents=agents,
                                   queues=settings.agent_queues,
                                   default_queue=settings.default_queue),

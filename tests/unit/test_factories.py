@@ -12,6 +12,7 @@ from factories.bridge import WebSocketBridgeFactory
 from factories.engine import ExecutionEngineFactory
 from runlane.errors import UnprocessableInput
 from storage.db import Database, migrate
+from tasks.engine import ExecutionEngine
 from tests.unit.helpers import CollectingEmitter, RecordingPublisher, make_ctx
 
 PREFIX = "rl-test"
@@ -73,7 +74,7 @@ def test_two_runs_of_the_same_user_get_distinct_bridges_on_the_same_channel(db):
 
 
 def test_engine_factory_creates_distinct_engines_bound_to_their_own_context():
-    factory = ExecutionEngineFactory(tools=default_tools())
+    factory = ExecutionEngineFactory(engine=ExecutionEngine, tools=default_tools())
     ctx1, ctx2 = make_ctx(user_id="alice", run_id="r1"), make_ctx(user_id="bob", run_id="r2")
     agent1, agent2 = DemoAgent(), DemoAgent()
     e1 = factory.create(ctx1, agent1, CollectingEmitter())
@@ -81,6 +82,23 @@ def test_engine_factory_creates_distinct_engines_bound_to_their_own_context():
     assert e1 is not e2
     assert e1.ctx is ctx1 and e2.ctx is ctx2
     assert e1.agent is agent1 and e2.agent is agent2
+
+
+def test_engine_factory_builds_the_engine_class_it_is_handed():
+    """factories/ never imports the engine (tasks/ is above it): the worker hands it the
+    class, and the factory passes each attempt's parts through unchanged."""
+    built = []
+
+    class FakeEngine:
+        def __init__(self, ctx, agent, *, emitter, tools, control=None):
+            built.append((ctx, agent, emitter, tools, control))
+
+    tools = default_tools()
+    factory = ExecutionEngineFactory(engine=FakeEngine, tools=tools)
+    ctx, agent, emitter, control = make_ctx(), DemoAgent(), CollectingEmitter(), object()
+    engine = factory.create(ctx, agent, emitter, control)  # type: ignore[arg-type]
+    assert isinstance(engine, FakeEngine)
+    assert built == [(ctx, agent, emitter, tools, control)]
 
 
 def test_time_limits_come_from_configuration_then_the_agent_then_defaults():
