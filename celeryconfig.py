@@ -16,8 +16,9 @@ Reliability choices, and why:
 - json only: the message carries one signed string, never a pickled object.
 - worker_send_task_events: Flower (`celery -A tasks flower`) sees every task a worker
   receives, starts and finishes. task_send_sent_event stays off: it would make every
-  submission publish one more Redis message before answering (~0.2 ms of a ~2 ms submission,
-  issue 9) for a "sent" state Flower does not need (it shows tasks from "received" on).
+  submission publish one more Redis message before answering, on the path to its `202`
+  (docs/benchmarks.md), for a "sent" state Flower does not need (it shows tasks from
+  "received" on).
 - beat_schedule: the event-log purge runs hourly; `runlane up` embeds beat in its worker
   (`-B`), a fleet runs exactly one `celery -A tasks beat`.
 

@@ -98,7 +98,7 @@ class UserExecutionContext(BaseModel):
 class _JSONText:
     """itsdangerous's payload (de)serializer, passing JSON text through: the context writes
     and parses its own JSON (pydantic), so verifying does not decode, re-encode and decode it
-    again (issue 9: ~9 of the ~18 µs a verify took)."""
+    again, which was much of a verify's cost (docs/benchmarks.md)."""
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
@@ -112,7 +112,7 @@ class _JSONText:
 class _ContextSerializer(URLSafeSerializer):
     """Compresses only payloads large enough to gain from it. itsdangerous tries zlib on
     every payload; a typical context is a few hundred bytes, where the attempt cost more
-    than it saved (~8 µs per sign), while a context carrying a large input still shrinks
+    than it saved (docs/benchmarks.md), while a context carrying a large input still shrinks
     in the queue. Loading accepts both forms (also messages signed before this change)."""
 
     def dump_payload(self, obj: Any) -> bytes:
@@ -124,8 +124,8 @@ class _ContextSerializer(URLSafeSerializer):
 
 class ContextSigner:
     """Signs and verifies task contexts with one key. Build one per process and keep it: it
-    is stateless apart from the key, and building the serializer per call was a tenth of a
-    sign's cost."""
+    is stateless apart from the key, and building the serializer per call was a visible
+    part of a sign's cost (docs/benchmarks.md)."""
 
     def __init__(self, key: bytes) -> None:
         self._serializer = _ContextSerializer(key, salt=_SALT, serializer=_JSONText)

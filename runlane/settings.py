@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     socket_send_buffer: int = 256 * 1024
     socket_auth_timeout: float = 5.0
     runs_page_max: int = 100
-    # Execution lifecycle (issue 6); times in seconds.
+    # Execution lifecycle (docs/lifecycle.md); times in seconds.
     heartbeat_interval: float = 2.0  # a run's lease lasts this long and is renewed twice within it
     cancel_grace: float = 5.0  # after a cancel, how long an agent may ignore it before it is killed
     max_attempts: int = 3  # attempts per run when workers are lost

@@ -2,8 +2,8 @@
 
 The per-run hot path (submission, claim, events, the terminal change) runs about a dozen
 statements per run. Through `Connection.execute` each one costs SQLAlchemy's per-execution
-work (an execution context, parameter construction and processing, a result object: ~11 µs
-of a ~13 µs statement on SQLite, profiled for issue 9). A Prepared compiles its statement
+work (an execution context, parameter construction and processing, a result object), which
+on SQLite is most of a statement's time (docs/benchmarks.md). A Prepared compiles its statement
 once per dialect, keeps the SQL text, the order of its parameters and their type processors,
 and on each call hands the driver the processed values directly. SQLAlchemy still builds
 the SQL (so it stays dialect-correct and defined in one place, `storage.statements`),

@@ -53,7 +53,8 @@ def _values(statuses: frozenset[RunStatus]) -> list[str]:
 def _status_in(values: Iterable[str], runs: Any = RUNS) -> Any:
     """`runs.status IN (...)` with one plain bound value per status. `in_()` of a list would
     make an "expanding" parameter that SQLAlchemy re-renders into the SQL on every execution
-    (~10 µs each time); these statuses are constants, so the SQL can be compiled once."""
+    (a cost on each hot statement; docs/benchmarks.md); these statuses are constants, so the
+    SQL can be compiled once."""
     return runs.c.status.in_([literal(v, RUNS.c.status.type) for v in values])
 
 

@@ -2,10 +2,10 @@
 
 kombu's Redis channel builds a new `redis.Redis` for every command it sends outside its
 consumer loop: each task message sent, each task event published, each acknowledgement.
-With redis-py 8 building one costs ~50 µs (its response-callback table is rebuilt per
-client): a sixth of a submission's `apply_async`, and a quarter of the CPU a worker's main
-process spent per task, some of it while the task's own child waited for a core (0.45 ms of
-`echo`'s end-to-end p50 on two cores; issue 9, docs/benchmarks.md item 24). The client holds
+With redis-py 8 building one is not cheap (its response-callback table is rebuilt per
+client): a visible share of a submission's `apply_async` and of the CPU a worker's main
+process spends per task, some of it while the task's own child waits for a core, so it
+lengthens every run's end-to-end path on a small machine (docs/benchmarks.md). The client holds
 no connection of its own (it borrows one from the channel's pool per command and is safe to
 share), so one per channel does the same work; it is rebuilt whenever the channel's pool is
 (after a fork, after a reconnect).

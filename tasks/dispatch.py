@@ -60,9 +60,9 @@ class Dispatcher:
             # (it carries the agent's input). Given here, Celery also skips repr()-ing it.
             argsrepr=f"('<context of run {ctx.run_id}>', {dispatch})", kwargsrepr="{}",
             # kombu re-checks a queue's declaration on every publish (it copies the queue and
-            # its exchange to bind them: ~35 µs of a ~290 µs send). Once a send from this
-            # process has declared the queue (workers declare theirs too, and Celery's queues
-            # are durable), the later ones skip the check.
+            # its exchange to bind them, a visible share of each send; docs/benchmarks.md).
+            # Once a send from this process has declared the queue (workers declare theirs
+            # too, and Celery's queues are durable), the later ones skip the check.
             **({"declare": []} if queue in self._declared else {}),
             # What the task object's apply_async added from its own options: the task is
             # declared with ignore_result=True, and send_task does not look that up.

@@ -62,7 +62,7 @@ def _execute(
     assert started_event is not None  # logged with every successful claim
     # From here to the terminal event only what the run needs (and its start line): the
     # factories' timings and the queue wait are recorded after it ends (observing them first
-    # cost ~0.1 ms between `agent_started` and `agent_completed` of a short run; issue 9).
+    # put their cost between `agent_started` and `agent_completed`; docs/benchmarks.md).
     clock = time.perf_counter
     t0 = clock()
     bridge = runtime.bridges.create(ctx, attempt)

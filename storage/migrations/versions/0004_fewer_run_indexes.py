@@ -1,7 +1,7 @@
 """fewer B-trees written per run: drop the owner index that three others start with, and keep
 idempotency keys unique through a partial index that holds only the runs given a key
 
-Every submission wrote eight B-trees of `runs` (issue 9): `ix_runs_owner_id` duplicated the
+Every submission wrote eight B-trees of `runs`: `ix_runs_owner_id` duplicated the
 first column of the owner/thread and owner/status indexes, and the (owner, idempotency key)
 constraint indexed every run although most come without a key. Both NULL-key forms are
 equally unique (NULLs never collide in a unique index), so only the size changes.
