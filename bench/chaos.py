@@ -39,9 +39,9 @@ STAMP = re.compile(r"\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 sys.path.insert(0, str(ROOT))
 
 from runlane.settings import load  # noqa: E402
+from runlane.tokens import issue_token  # noqa: E402
 from tests.processes import Stack, kill_group  # noqa: E402
 from tests.support import User  # noqa: E402
-from webapp.auth import issue_token  # noqa: E402
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 

@@ -95,7 +95,7 @@ class Deployment:
 
     def token(self, user_id: str) -> str:
         from runlane.settings import load
-        from webapp.auth import issue_token
+        from runlane.tokens import issue_token
 
         settings = load()
         return issue_token(settings, SECRET, user_id)

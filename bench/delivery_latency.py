@@ -77,7 +77,7 @@ def publisher_main(redis_url: str, users: int, rate: float, seconds: float, out:
 def client_main(port: int, first: int, count: int, token_secret: str, seconds: float, out: str) -> None:
     raise_fd_limit()
     from runlane.settings import load
-    from webapp.auth import issue_token
+    from runlane.tokens import issue_token
 
     settings = load()
     sel, readers = selectors.DefaultSelector(), {}
@@ -141,7 +141,7 @@ def stalled_main(port: int, count: int, token_secret: str, seconds: float, out: 
     """Clients that read `ready` and then nothing; afterwards, which sockets the server cut."""
     raise_fd_limit()
     from runlane.settings import load
-    from webapp.auth import issue_token
+    from runlane.tokens import issue_token
 
     settings = load()
     held = []

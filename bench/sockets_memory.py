@@ -38,7 +38,7 @@ def client_main(port: int, path: str, start: int, count: int, runlane: bool, use
     for n in range(start, start + count):
         if runlane:
             from runlane.settings import load
-            from webapp.auth import issue_token
+            from runlane.tokens import issue_token
 
             token = issue_token(load(), load().jwt_secret(), f"bench{n % users if users else n}")
         s, pending = ws_connect(port, path, token)

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.registry import AgentRegistry
 from factories.agents import AgentInstanceFactory
-from factories.context import ID_PATTERN, UserExecutionContext
+from factories.context import UserExecutionContext
 from runlane.errors import UnprocessableInput
+from runlane.ids import ID_PATTERN
 
 
 class RunView(Protocol):

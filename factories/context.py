@@ -6,7 +6,6 @@ signed string in the task message. Nothing else carries identity.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 
@@ -15,23 +14,7 @@ from itsdangerous.encoding import base64_encode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runlane.errors import ContextTampered, MalformedContext
-
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
-_ID = re.compile(ID_PATTERN)
-_USER = re.compile(USER_PATTERN)
-
-
-def is_id(value: object) -> bool:
-    """Whether `value` is a thread or run id. Matches the whole string: `$` alone would let a
-    trailing newline through."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
-def is_user_id(value: object) -> bool:
-    """Whether `value` is a user id (a token's `sub`), matched as a whole like `is_id`."""
-    return isinstance(value, str) and _USER.fullmatch(value) is not None
-
+from runlane.ids import ID_PATTERN, USER_PATTERN
 
 _SALT = "runlane.context.v1"
 COMPRESS_FROM = 2048  # payload bytes from which signing tries zlib

@@ -183,8 +183,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    # The token side only (runlane/tokens.py): no Flask, database or Celery client is loaded.
     from runlane.secrets import signing_secret_source  # noqa: PLC0415
-    from webapp.auth import TokenVerifier  # noqa: PLC0415
+    from runlane.tokens import TokenVerifier  # noqa: PLC0415
 
     settings = load()
     source = signing_secret_source(settings, init=args.init)

@@ -12,8 +12,9 @@ from runlane.settings import SECRET_FILE, Settings, instance_secret
 
 
 def signing_secret_source(settings: Settings, *, init: bool = False) -> str:
-    """Where the key that `TokenVerifier.issue` will sign with comes from, for the user to
-    compare with the server's; with `init`, a missing development secret is created.
+    """Where the key that `TokenVerifier.issue` (runlane/tokens.py) will sign with comes
+    from, for the user to compare with the server's; with `init`, a missing development
+    secret is created.
 
     Raises:
         ConfigurationError: no configured key and no instance secret (and not `init`), or a

@@ -140,7 +140,7 @@ class Tokens:
         self.base_url = base_url
 
     def user(self, name: str = "user") -> User:
-        from webapp.auth import issue_token
+        from runlane.tokens import issue_token
 
         user_id = f"{name}-{uuid.uuid4().hex[:8]}"
         settings = load()

@@ -1,242 +1,38 @@
-"""Bearer tokens: the only place a token is read, verified or issued."""
+"""The HTTP side of bearer tokens: the Authorization header, and the decorator that turns
+it into the request's Principal.
+
+Verification itself is runlane/tokens.py, free of Flask. The app's TokenVerifier is read
+from the app (`current_app.extensions["runlane"]`), never imported from webapp/extensions.py:
+the composition root builds the verifier and imports the views that use this decorator, so
+an import back into it would close a cycle.
+"""
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-import jwt
-from flask import g, request
+from flask import current_app, g, request
 
-from factories.context import USER_PATTERN, is_user_id
 from runlane import logs
-from runlane.errors import ConfigurationError, Unauthenticated
-from runlane.settings import Settings
+from runlane.errors import Unauthenticated
+from runlane.tokens import Principal, TokenVerifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, as proven by a verified token."""
-
-    user_id: str
-    admin: bool = False
-
-
-def issue_token(
-    settings: Settings, secret: str, user_id: str, ttl: int | None = None, *,
-    kid: str | None = None, roles: tuple[str, ...] = (),
-) -> str:
-    """A signed HS256 JWT for `user_id` (development and tests)."""
-    if not is_user_id(user_id):
-        raise ValueError(f"user id must match {USER_PATTERN}")
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": user_id, "iat": now, "nbf": now, "exp": now + (ttl or settings.token_ttl_seconds),
-        "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
-    }
-    if roles:
-        claims["roles"] = list(roles)
-    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid} if kid else None)
-
-
-_ASYMMETRIC = ("RS256", "ES256")
-# What a 401 says: which check failed, never anything about the key or the claims' content.
-UNKNOWN_KEY = "token not signed by a key this server knows"
-MALFORMED = "malformed token"
-VERIFIED_CACHE_SIZE = 4096  # tokens remembered per process (a few hundred KB at most)
-VERIFIED_CACHE_SECONDS = 60.0  # how long a removed key's tokens may still be honoured
-
-
-REFUSED_KIDS_MAX = 4096  # unknown kids remembered per process; the oldest are forgotten first
-
-
-class JWKSKeys:
-    """Signing keys from a JWKS URL, asked for as seldom as verification allows.
-
-    PyJWKClient fetches with its lock held, so a fetch that hangs holds up every RS256/ES256
-    check in the process, and while the IdP is down each token naming a kid it has not
-    resolved fetches again. Here a fetch gives up after `timeout`; a kid the JWKS did not
-    have, and every unresolved kid after a failed fetch, is refused for `refused_for`
-    seconds without asking; and tokens wait for another's fetch instead of queueing fetches
-    of their own. Kids resolved before stay served from PyJWKClient's key cache meanwhile.
-    """
-
-    def __init__(self, url: str, *, timeout: float, refused_for: float) -> None:
-        self._client = jwt.PyJWKClient(url, cache_keys=True, timeout=timeout)
-        self._refused_for = refused_for
-        self._known: set[str] = set()
-        self._refused: OrderedDict[str, float] = OrderedDict()  # kid -> refused until
-        self._unreachable_until = 0.0
-        self._fetching = threading.Lock()
-
-    def get(self, kid: str) -> jwt.PyJWK:
-        """The key named `kid`.
-
-        Raises:
-            jwt.PyJWKClientError: the JWKS has no such key, or could not be fetched (now or
-                less than `refused_for` seconds ago).
-        """
-        if kid in self._known:  # in PyJWKClient's key cache: no fetch
-            return self._client.get_signing_key(kid)
-        self._check_refused(kid, time.monotonic())
-        with self._fetching:
-            now = time.monotonic()
-            self._check_refused(kid, now)  # another token's fetch may have just failed
-            try:
-                key = self._client.get_signing_key(kid)
-            except jwt.PyJWKClientConnectionError:
-                self._unreachable_until = now + self._refused_for
-                self._refuse(kid, now)
-                raise
-            except jwt.PyJWKClientError:
-                self._refuse(kid, now)
-                raise
-            self._known.add(kid)
-            self._refused.pop(kid, None)
-            return key
-
-    def _check_refused(self, kid: str, now: float) -> None:
-        if now < self._unreachable_until:
-            raise jwt.PyJWKClientError("the JWKS URL failed a moment ago")
-        until = self._refused.get(kid)
-        if until is not None and now < until:
-            raise jwt.PyJWKClientError(f"kid {kid!r} was not in the JWKS a moment ago")
-
-    def _refuse(self, kid: str, now: float) -> None:
-        self._refused[kid] = now + self._refused_for
-        self._refused.move_to_end(kid)
-        while len(self._refused) > REFUSED_KIDS_MAX:
-            self._refused.popitem(last=False)
-
-
-class TokenVerifier:
-    """Verifies bearer tokens: HS256 by `kid` (rotation) or the default secret, RS256/ES256
-    against a JWKS. The algorithm decides the key family, so an HMAC token is never checked
-    against a public key (the classic algorithm-confusion attack)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._hmac: dict[str | None, str] = dict(settings.jwt_keys)
-        self._jwks: Any = None
-        if settings.jwt_jwks_file is not None:
-            self._jwks = jwt.PyJWKSet.from_json(settings.jwt_jwks_file.read_text())
-        elif settings.jwt_jwks_url:
-            self._jwks = JWKSKeys(settings.jwt_jwks_url, timeout=settings.jwt_jwks_timeout,
-                                  refused_for=settings.jwt_jwks_negative_cache_seconds)
-        # Verified tokens, so a client's every request does not pay for a signature check and
-        # claim parsing again (~0.1 ms, a tenth of a submission). Keyed by the token itself:
-        # only the exact bytes that passed verification hit. Entries end at the token's own
-        # expiry or after VERIFIED_CACHE_SECONDS, whichever is first, so a key withdrawn
-        # from the JWKS stops being honoured within that time.
-        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-        try:
-            self._hmac[None] = settings.jwt_secret()
-        except ConfigurationError:
-            if not self._hmac and self._jwks is None:
-                raise  # production with no key at all: refuse to start
-
-    def issue(self, user_id: str, ttl: int | None = None, roles: tuple[str, ...] = ()) -> str:
-        """A token signed with the active key (rotation) or the default secret."""
-        kid = self._settings.jwt_active_kid
-        secret = self._hmac[kid] if kid in self._hmac else self._hmac[None]
-        return issue_token(self._settings, secret, user_id, ttl, kid=kid, roles=roles)
-
-    def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
-        """The key a token's header names, only from the family its algorithm belongs to.
-
-        Raises:
-            Unauthenticated: no such key here, or the algorithm does not fit the key.
-        """
-        alg, kid = header.get("alg"), header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise Unauthenticated(MALFORMED)
-        if alg == "HS256":
-            secret = self._hmac.get(kid)  # no kid: the default secret
-            if secret is None:
-                raise Unauthenticated(UNKNOWN_KEY)
-            return secret, alg
-        if alg in _ASYMMETRIC and self._jwks is not None and kid is not None:
-            try:
-                if isinstance(self._jwks, JWKSKeys):
-                    jwk = self._jwks.get(kid)
-                else:
-                    jwk = self._jwks[kid]
-            except (KeyError, jwt.PyJWKClientError, jwt.PyJWKError):
-                raise Unauthenticated(UNKNOWN_KEY) from None
-            # An ES256 header naming an RSA key (or the reverse) is not a signature of that
-            # key; checking it would hand the library a key of the wrong kind.
-            if jwk.algorithm_name != alg:
-                raise Unauthenticated(UNKNOWN_KEY)
-            return jwk.key, alg
-        raise Unauthenticated("unsupported token algorithm")
-
-    def verify(self, token: str) -> Principal:
-        """Check signature, expiry, not-before, issuer and audience (or find the token
-        among those that passed these checks a moment ago).
-
-        Raises:
-            Unauthenticated: any check fails (the reason is not echoed to the client).
-        """
-        now = time.time()
-        hit = self._verified.get(token)
-        if hit is not None:
-            if now < hit[1]:
-                return hit[0]
-            del self._verified[token]
-        principal, expires = self._verify(token)
-        self._verified[token] = (principal, min(expires, now + VERIFIED_CACHE_SECONDS))
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
-        return principal
-
-    def _verify(self, token: str) -> tuple[Principal, float]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise Unauthenticated(MALFORMED) from None
-        key, alg = self._key(header)
-        # The signature is checked before any claim, so "expired" or "not yet valid" is only
-        # ever said about a token this server signed.
-        try:
-            claims = jwt.decode(
-                token, key, algorithms=[alg], audience=self._settings.jwt_audience,
-                issuer=self._settings.jwt_issuer, leeway=5,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
-        except jwt.InvalidSignatureError:
-            raise Unauthenticated(UNKNOWN_KEY) from None
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthenticated("token not yet valid") from None
-        except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
-            # TypeError and friends: a key or claim of a shape the library did not expect.
-            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
-        subject = claims.get("sub")
-        if not is_user_id(subject):
-            raise Unauthenticated("invalid token subject")
-        try:
-            expires = float(claims["exp"])  # the library accepts any int-like value
-        except (TypeError, ValueError, OverflowError):
-            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
-        roles = claims.get("roles")
-        admin = (self._settings.admin_enabled and isinstance(roles, list) and "admin" in roles)
-        # Honoured until `exp` exactly (the leeway is for clocks skewed at issue, not for
-        # remembering): a token decoded within its leeway is not cached past `exp`.
-        return Principal(user_id=subject, admin=admin), expires
-
-
 def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None for any other."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def app_tokens() -> TokenVerifier:
+    """The TokenVerifier of the app handling the current request (create_app puts it there)."""
+    tokens: TokenVerifier = current_app.extensions["runlane"].tokens
+    return tokens
 
 
 def require_principal(view: F) -> F:
@@ -244,12 +40,10 @@ def require_principal(view: F) -> F:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from webapp.extensions import state  # noqa: PLC0415 - avoids an import cycle
-
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
             raise Unauthenticated("missing bearer token")
-        g.principal = state().tokens.verify(token)
+        g.principal = app_tokens().verify(token)
         logs.bind(user_id=g.principal.user_id)  # reset with the request's log context
         return view(*args, **kwargs)
 
@@ -257,5 +51,6 @@ def require_principal(view: F) -> F:
 
 
 def current_principal() -> Principal:
+    """The Principal `require_principal` proved for this request."""
     principal: Principal = g.principal
     return principal

@@ -16,9 +16,9 @@ from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
 from factories.context import ContextSigner
 from runlane.settings import Settings
+from runlane.tokens import TokenVerifier
 from storage.db import Database
 from tasks.dispatch import Dispatcher
-from webapp.auth import TokenVerifier
 from webapp.runs import RunService
 from webapp.streams import RunWatch
 

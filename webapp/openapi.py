@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
-from factories.context import ID_PATTERN
+from runlane.ids import ID_PATTERN
 from webapp.apidoc import OperationDoc, doc_of, documented
 from webapp.problems import PROBLEM_JSON
 from webapp.schemas import EventOut, Problem

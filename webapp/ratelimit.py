@@ -8,12 +8,13 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import redis
-from flask import g
+from flask import current_app, g
 from redis.connection import Connection
 from werkzeug.exceptions import HTTPException
 
 from runlane import metrics
 from runlane.errors import RunlaneError, TooManyRequests
+from webapp.auth import current_principal
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,8 +26,7 @@ class Hit:
 
     A submission counts its hit before anything else, but needs the answer only before its
     first write; in between it parses and validates its body. Sending the count first and
-    reading it then lets that work overlap the Redis round trip (issue 9: the round trip was
-    ~0.2 ms of a submission). Fails open: when Redis is unreachable nothing is counted
+    reading it then lets that work overlap the Redis round trip (docs/benchmarks.md). Fails open: when Redis is unreachable nothing is counted
     (delivery needs Redis anyway).
     """
 
@@ -103,10 +103,9 @@ def limit_submissions(view: F) -> F:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from webapp.auth import current_principal  # noqa: PLC0415 - after require_principal
-        from webapp.extensions import state  # noqa: PLC0415
-
-        st = state()
+        # The app's state, read from the app: importing webapp/extensions.py (the composition
+        # root, which imports the views this decorates) would be an import back up.
+        st = current_app.extensions["runlane"]
         hit = g.submission_hit = Hit(st.redis, st.settings.channel_prefix, "submit",
                                      current_principal().user_id,
                                      st.settings.submit_rate_per_minute)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from agents.registry import AgentRegistry
 from events.types import EventType
 from factories.bridge import WebSocketBridgeFactory
-from factories.context import UserExecutionContext, is_id
+from factories.context import UserExecutionContext
 from runlane import logs, metrics
 from runlane.errors import (
     Conflict,
@@ -24,6 +24,7 @@ from runlane.errors import (
     TooManyRequests,
     UnprocessableInput,
 )
+from runlane.ids import is_id
 from storage import queries
 from storage.db import Database
 from storage.models import WAITING, Run, RunStatus, utcnow

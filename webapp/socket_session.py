@@ -19,7 +19,7 @@ from typing import Any
 
 from events.eventlog import EventLog
 from events.types import MAX_CURSOR, MAX_SEQ
-from factories.context import ID_PATTERN, is_id
+from runlane.ids import ID_PATTERN, is_id
 from storage import queries
 from storage.db import Database
 from webapp.socket_replay import PAGE, Replay

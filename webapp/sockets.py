@@ -26,8 +26,9 @@ from events.router import TICK
 from events.sink import SocketSink
 from runlane import logs
 from runlane.errors import Unauthenticated
+from runlane.tokens import Principal
 from webapp.apidoc import documented
-from webapp.auth import Principal, bearer_token
+from webapp.auth import bearer_token
 from webapp.extensions import WebState, sock, state
 from webapp.ratelimit import over_limit
 from webapp.socket_conn import (

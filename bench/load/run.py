@@ -88,7 +88,7 @@ class RunlaneUp:
 def mint_tokens(users: list[str]) -> dict[str, str]:
     """What `runlane token --user U` prints, for each user (same settings, same secret)."""
     from runlane.settings import load
-    from webapp.auth import TokenVerifier
+    from runlane.tokens import TokenVerifier
 
     verifier = TokenVerifier(load())
     return {u: verifier.issue(u) for u in users}

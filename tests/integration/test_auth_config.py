@@ -35,7 +35,7 @@ def test_rotated_keys_verify_by_kid_and_unknown_kids_are_refused(server_with):
 
 def test_cli_issues_tokens_with_the_active_kid(runlane_env):
     from runlane.settings import load
-    from webapp.auth import TokenVerifier
+    from runlane.tokens import TokenVerifier
 
     settings = load({"jwt_keys": {"k1": K1, "k2": K2}, "jwt_active_kid": "k2"})
     token = TokenVerifier(settings).issue("dave")
@@ -73,7 +73,7 @@ def test_production_refuses_to_start_without_keys(runlane_env):
 
 def test_admin_role_reads_any_run_only_when_enabled_and_is_logged(server_with, tokens, caplog):
     from runlane.settings import load
-    from webapp.auth import TokenVerifier
+    from runlane.tokens import TokenVerifier
 
     alice = tokens.user("alice")
     run = alice.submit("t", "echo", "private")["run_id"]

@@ -32,7 +32,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    from webapp.auth import issue_token
+    from runlane.tokens import issue_token
 
     workdir = tmp_path_factory.mktemp("fleet")
     (workdir / "metrics").mkdir()

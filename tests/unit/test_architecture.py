@@ -10,6 +10,8 @@
 - The downward-only rules hold: storage imports no Flask, Celery or events; factories no
   Flask and nothing of tasks or webapp; nothing in tasks imports webapp; the web reaches no
   task module; the settings module Celery loads imports nothing of the worker.
+- What only checks or issues tokens stays light: `import webapp.auth`, `import
+  runlane.tokens` and `runlane token` load no Celery, kombu or SQLAlchemy.
 
 Source analysis and child processes only: nothing here needs Redis or a database.
 """
@@ -37,11 +39,7 @@ NOT_IMPORTED_BY_NAME = ("storage.migrations",)
 # Each entry is one strongly connected component of the import graph, allowed for now. A new
 # cycle, or a known one that grew, fails the test; so does an entry that no longer is a cycle
 # (delete it: the test then keeps it fixed).
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({
-    # webapp/auth.py reaches back for the composition root's state in a function-level
-    # import; webapp/extensions.py builds the TokenVerifier from webapp/auth.py.
-    frozenset({"webapp.auth", "webapp.extensions"}),
-})
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -230,6 +228,7 @@ RULES: list[tuple[str, str, frozenset[str]]] = [
      frozenset({"tasks"})),
     ("the engine's interface sits below both its builder and its implementation",
      "runlane.engine_api", frozenset(PACKAGES)),
+    ("identifier patterns are a leaf", "runlane.ids", frozenset(PACKAGES)),
 ]
 
 
@@ -264,6 +263,65 @@ def test_the_dispatcher_sends_the_name_the_task_is_registered_under():
     from tasks.run import execute_run
 
     assert execute_run.name == EXECUTE_RUN
+
+
+# -- token code stays light -------------------------------------------------------------------
+
+HEAVY = ("celery", "kombu", "sqlalchemy")
+
+
+def _loaded_after(code: str, tmp_path: Path) -> list[str]:
+    """The top-level modules `code` leaves in sys.modules, run in a fresh interpreter with a
+    configuration of its own (a scratch instance, a secret; no broker or database)."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "RUNLANE_ENV": "development",
+        "RUNLANE_INSTANCE_PATH": str(tmp_path),
+        "RUNLANE_SECRET_KEY": "architecture-test-" + "x" * 40,
+    }
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run([sys.executable, "-c", probe], check=False, cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+@pytest.mark.parametrize("module", ["webapp.auth", "runlane.tokens"])
+def test_token_modules_load_no_worker_or_database_code(module: str, tmp_path: Path):
+    """Checking a token needs neither Celery nor the database: importing the token side must
+    not pull in the composition root (webapp/extensions.py) or anything that reaches it."""
+    loaded = _loaded_after(f"import {module}", tmp_path)
+    assert module.split(".")[0] in loaded
+    heavy = sorted(set(HEAVY) & set(loaded))
+    assert not heavy, f"import {module} loads {heavy}"
+
+
+def test_runlane_token_loads_no_worker_or_database_code(tmp_path: Path):
+    """`runlane token` signs a token and prints it; it has no use for Celery or SQLAlchemy."""
+    code = textwrap.dedent("""
+        import contextlib, io
+        import runlane.cli
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = runlane.cli.main(["token", "--user", "x"])
+        assert code == 0 and out.getvalue().count(".") == 2, (code, out.getvalue())
+    """)
+    loaded = _loaded_after(code, tmp_path)
+    heavy = sorted(set(HEAVY) & set(loaded))
+    assert not heavy, f"runlane token loads {heavy}"
+
+
+def test_identifier_patterns_have_one_home():
+    """runlane/ids.py is the leaf every room takes id patterns from; nobody defines its own."""
+    import factories.context
+    import runlane.ids
+    import runlane.tokens
+
+    assert runlane.tokens.is_user_id is runlane.ids.is_user_id
+    assert factories.context.USER_PATTERN is runlane.ids.USER_PATTERN
+    assert factories.context.ID_PATTERN is runlane.ids.ID_PATTERN
 
 
 # -- every module imports first ----------------------------------------------------------------

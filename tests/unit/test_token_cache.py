@@ -9,7 +9,7 @@ import pytest
 
 from runlane.errors import Unauthenticated
 from runlane.settings import Settings
-from webapp.auth import VERIFIED_CACHE_SIZE, TokenVerifier, issue_token
+from runlane.tokens import VERIFIED_CACHE_SIZE, TokenVerifier, issue_token
 
 SECRET = "s" * 40
 
