@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import Any, ClassVar
 
 from events.eventlog import EventLog
 from events.types import MAX_CURSOR, MAX_SEQ
@@ -43,6 +43,9 @@ class SocketSession:
 
     __slots__ = ("user_id", "_log", "_db", "runs", "threads", "_sent", "max_cursor", "_floor",
                  "_forgot", "_replays")
+    # How many runs' positions a socket keeps (a class attribute: no cost per idle socket);
+    # an evicted run's next event is refilled from the log above the highest one forgotten.
+    remembered_runs: ClassVar[int] = REMEMBERED_RUNS
 
     def __init__(self, *, user_id: str, log: EventLog, db: Database,
                  floor: int | None = None) -> None:
@@ -90,7 +93,7 @@ class SocketSession:
             self._sent = OrderedDict()
         self._sent[run_id] = (seq, cursor)
         self._sent.move_to_end(run_id)
-        if len(self._sent) > REMEMBERED_RUNS:
+        if len(self._sent) > self.remembered_runs:
             _run, (_seq, forgotten) = self._sent.popitem(last=False)
             self._forgot = max(self._forgot, forgotten)
 

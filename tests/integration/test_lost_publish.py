@@ -124,18 +124,21 @@ def test_a_runs_first_event_on_a_socket_is_preceded_by_its_unpublished_ones(user
     sock.close()
 
 
-def test_a_run_the_socket_forgot_is_still_filled_from_the_log(users, app, monkeypatch):
+def test_a_run_the_socket_forgot_is_still_filled_from_the_log(users, app):
     """After the socket's memory of runs evicted a run, that run's next live event behind a
     lost publish is still preceded by it, and nothing already sent is sent again."""
     from webapp import socket_session
 
-    monkeypatch.setattr(socket_session, "REMEMBERED_RUNS", 2)
+    class TwoRunSession(socket_session.SocketSession):
+        __slots__ = ()
+        remembered_runs = 2
+
     st = app.extensions["runlane"]
     alice = users.user("alice")
     runs = [alice.submit(f"t{n}", "echo", {"x": n})["run_id"] for n in range(3)]
     for run in runs:
         assert alice.wait_for_state(run, {"completed"})["status"] == "completed"
-    session = socket_session.SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
+    session = TwoRunSession(user_id=alice.user_id, log=st.events, db=st.db)
 
     def live(run: str, text: str) -> list[int]:
         event = st.events.append(alice.user_id, run, "t", "agent_thinking", {"text": text})
