@@ -270,10 +270,10 @@ def test_the_dispatcher_sends_the_name_the_task_is_registered_under():
 HEAVY = ("celery", "kombu", "sqlalchemy")
 
 
-def _loaded_after(code: str, tmp_path: Path) -> list[str]:
-    """The top-level modules `code` leaves in sys.modules, run in a fresh interpreter with a
-    configuration of its own (a scratch instance, a secret; no broker or database)."""
-    env = {
+def _scratch_env(tmp_path: Path) -> dict[str, str]:
+    """A child interpreter's environment: a scratch instance and a secret, nothing from the
+    host (no broker or database unless the caller adds one)."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
         "PYTHONPATH": str(ROOT),
@@ -281,6 +281,12 @@ def _loaded_after(code: str, tmp_path: Path) -> list[str]:
         "RUNLANE_INSTANCE_PATH": str(tmp_path),
         "RUNLANE_SECRET_KEY": "architecture-test-" + "x" * 40,
     }
+
+
+def _loaded_after(code: str, tmp_path: Path) -> list[str]:
+    """The top-level modules `code` leaves in sys.modules, run in a fresh interpreter with a
+    configuration of its own (a scratch instance, a secret; no broker or database)."""
+    env = _scratch_env(tmp_path)
     probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     result = subprocess.run([sys.executable, "-c", probe], check=False, cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
@@ -387,17 +393,10 @@ def test_every_product_module_imports_first(tmp_path: Path):
     # webapp.wsgi builds the app on import (that is gunicorn's entry point), so the children
     # get a configuration of their own: a scratch instance, a database it migrates, and a
     # broker address nothing connects to on import. Nothing from the host leaks in.
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(ROOT),
-        "RUNLANE_ENV": "development",
-        "RUNLANE_INSTANCE_PATH": str(tmp_path),
-        "RUNLANE_SECRET_KEY": "architecture-test-" + "x" * 40,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'runlane.db'}",
-        "RUNLANE_AUTO_MIGRATE": "true",
-        "REDIS_URL": "redis://127.0.0.1:9/0",
-    }
+    env = {**_scratch_env(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'runlane.db'}",
+           "RUNLANE_AUTO_MIGRATE": "true",
+           "REDIS_URL": "redis://127.0.0.1:9/0"}
     setup = json.dumps([sorted({*PACKAGES, *TOP_LEVEL_MODULES}), _external_modules(),
                         max(2, os.cpu_count() or 2)])
     result = subprocess.run([sys.executable, "-c", _IMPORT_EACH, setup, *modules], check=False,
