@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.base import Agent, AgentError, RunContext
 
@@ -10,7 +10,7 @@ from agents.base import Agent, AgentError, RunContext
 class EchoAgent(Agent):
     name = "echo"
     description = "Returns its input unchanged."
-    input_schema = {"description": "Any JSON value."}
+    input_schema: ClassVar[dict[str, Any]] = {"description": "Any JSON value."}
 
     def run(self, ctx: RunContext) -> Any:
         return ctx.input
@@ -22,7 +22,7 @@ class DemoAgent(Agent):
         "Thinks, calls a calculator or word-count tool at each step and returns a summary; "
         "`fail_at` makes it fail at that step."
     )
-    input_schema = {
+    input_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "steps": {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},

@@ -251,8 +251,9 @@ def kill_workers(args: argparse.Namespace) -> int:
         def states() -> dict[str, dict]:
             out = {}
             for run_id, user in runs.items():
-                out[run_id] = requests.get(f"{base}/api/agents/v2/{run_id}/state", timeout=30,
-                                           headers={"Authorization": f"Bearer {tokens[user]}"}).json()
+                out[run_id] = requests.get(
+                    f"{base}/api/agents/v2/{run_id}/state", timeout=30,
+                    headers={"Authorization": f"Bearer {tokens[user]}"}).json()
             return out
 
         next_kill = time.monotonic() + args.kill_every
@@ -274,9 +275,9 @@ def kill_workers(args: argparse.Namespace) -> int:
         problems: dict[str, list[str]] = {}
         restart_delays: list[float] = []
         for run_id, user in runs.items():
-            events = requests.get(f"{base}/api/agents/v2/{run_id}/events", timeout=30,
-                                  params={"limit": 1000},
-                                  headers={"Authorization": f"Bearer {tokens[user]}"}).json()["items"]
+            events = requests.get(
+                f"{base}/api/agents/v2/{run_id}/events", timeout=30, params={"limit": 1000},
+                headers={"Authorization": f"Bearer {tokens[user]}"}).json()["items"]
             if found := check_run(events):
                 problems[run_id] = found
             starts = [datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
@@ -299,8 +300,10 @@ def kill_workers(args: argparse.Namespace) -> int:
         attempts = Counter(s["attempt"] for s in current.values())
         result = {
             "runs": args.runs, "users": args.users, "workers": args.workers,
-            "kills": len(kills), "seconds": round(elapsed, 1), "heartbeat_interval": args.heartbeat,
-            "statuses": dict(statuses), "attempts": {str(k): v for k, v in sorted(attempts.items())},
+            "kills": len(kills), "seconds": round(elapsed, 1),
+            "heartbeat_interval": args.heartbeat,
+            "statuses": dict(statuses),
+            "attempts": {str(k): v for k, v in sorted(attempts.items())},
             "not_terminal": sum(v for k, v in statuses.items() if k not in TERMINAL),
             "runs_with_problems": problems,
             "redispatch_after_kill_s": {

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     Deployment,
     children,
     load_average,
@@ -72,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["BARE_CELERY_TRANSPORT"] = args.floor_transport  # before bare_celery is imported
     stop_on_sigterm()
-    import e2e  # noqa: PLC0415 - its probes; after the environment is set
+    import e2e
 
     load_before = load_average()
     dep = Deployment({"RUNLANE_SUBMIT_RATE_PER_MINUTE": "100000000"})

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402,E501
+from common import (
     ROOT,
     Deployment,
     FrameReader,
@@ -74,7 +74,8 @@ def publisher_main(redis_url: str, users: int, rate: float, seconds: float, out:
                                      "seconds": time.perf_counter() - start}))
 
 
-def client_main(port: int, first: int, count: int, token_secret: str, seconds: float, out: str) -> None:
+def client_main(port: int, first: int, count: int, token_secret: str, seconds: float,
+                out: str) -> None:
     raise_fd_limit()
     from runlane.settings import load
     from runlane.tokens import issue_token
@@ -83,7 +84,8 @@ def client_main(port: int, first: int, count: int, token_secret: str, seconds: f
     sel, readers = selectors.DefaultSelector(), {}
     for u in range(first, first + count):
         user = f"lat{u}"
-        s, pending = ws_connect(port, "/api/agents/v2/ws", issue_token(settings, token_secret, user))
+        token = issue_token(settings, token_secret, user)
+        s, pending = ws_connect(port, "/api/agents/v2/ws", token)
         reader = FrameReader(pending)
         read_ready(s, reader)
         for opcode, payload in reader.feed(b""):  # a ping that came with `ready`
@@ -317,8 +319,8 @@ def main() -> int:
     for key in ("published", "delivered", "lost", "foreign", "out_of_order",
                 "closed_by_server", "latency_ms",
                 "web_rss_kb_at_end", "load_average"):
-        print(f"{key:<22}{str(baseline[key]):>22}{str(with_stalled[key]):>22}")
-    print(f"{'stalled sockets':<22}{str(with_stalled['stalled']):>44}")
+        print(f"{key:<22}{baseline[key]!s:>22}{with_stalled[key]!s:>22}")
+    print(f"{'stalled sockets':<22}{with_stalled['stalled']!s:>44}")
     ok = all(r["lost"] == 0 and r["foreign"] == 0 for r in (baseline, with_stalled))
     return 0 if ok else 1
 

@@ -14,7 +14,8 @@ on a Redis channel -> a redis-py subscriber here gets it), and the bare Redis
 publish -> subscriber hop alone. Reference (not a floor): the same round trip started over
 HTTP by hand-rolled glue, a bare Flask route under the same gunicorn settings that only sends
 the task (`bench/bare_json_app.py` `/glue`): what the HTTP hop alone adds, before any of
-Runlane's guarantees (auth, rate limit, the run committed before the send, the log, the router). Runs are sequential (one in flight), measured in interleaved
+Runlane's guarantees (auth, rate limit, the run committed before the send, the log, the
+router). Runs are sequential (one in flight), measured in interleaved
 blocks so that the machine's noise falls on both sides alike. Each round is a fresh deployment;
 the same code gives p50 ratios up to ~0.3x apart from one deployment to the next on a 2-core
 VM, so the table pools the rounds and the ratio of each round is printed too.
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     Deployment,
     FrameReader,
     load_average,
@@ -368,9 +369,14 @@ def main() -> int:
     parser.add_argument("--floor-transport", choices=["kombu", "runlane"], default="kombu",
                         help="the floor's Redis transport: kombu's stock one (the raw floor), "
                              "or Runlane's (tasks/broker.py), to see what it saves the floor")
+    parser.add_argument("--sql", choices=["direct", "core"], default="direct",
+                        help="Runlane's per-run statements on the driver's cursor (the "
+                             "default) or through SQLAlchemy Core (RUNLANE_DIRECT_SQL=false)")
     parser.add_argument("--out", default="e2e", help="result name under bench/results/")
     args = parser.parse_args()
-    os.environ["BARE_CELERY_TRANSPORT"] = args.floor_transport  # the rounds' processes inherit it
+    # The rounds' processes inherit both.
+    os.environ["BARE_CELERY_TRANSPORT"] = args.floor_transport
+    os.environ["RUNLANE_DIRECT_SQL"] = "true" if args.sql == "direct" else "false"
     stop_on_sigterm()
     load_before = load_average()
     pooled = Samples()

@@ -146,7 +146,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="runlane-probe-"))
     runlane = _probe("runlane", args.sockets, args.frames, workdir)
     bare = _probe("bare", args.sockets, args.frames, workdir)
-    print(f"per socket          Runlane      bare   (tracemalloc on: RSS is inflated)")
+    print("per socket          Runlane      bare   (tracemalloc on: RSS is inflated)")
     print(f"RSS KB           {runlane['rss_kb']:10.2f}{bare['rss_kb']:10.2f}")
     print(f"traced bytes     {runlane['traced_bytes']:10.0f}{bare['traced_bytes']:10.0f}")
     print("\nbytes per socket by line (Runlane - bare, Runlane, bare):")

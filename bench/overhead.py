@@ -24,14 +24,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from common import SECRET, load_average, machine, print_table, stop_on_sigterm, write_result  # noqa: E402,E501
+from common import (  # noqa: E402
+    SECRET,
+    load_average,
+    machine,
+    print_table,
+    stop_on_sigterm,
+    write_result,
+)
 
 
 def per_call_us(fn: Callable[[], Any], n: int) -> float:
@@ -80,12 +87,11 @@ def main() -> int:
 
 
 def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
-    from events.types import EventType
-    from factories.context import UserExecutionContext
+    from domain.context import UserExecutionContext
+    from domain.events import EventType
     from runlane.settings import load
-    from storage import queries
     from storage.db import migrate
-    from storage.queries import Claim
+    from storage.runstate import Claim, RunStates
     from tasks import worker
     from tasks.engine import started_data
     from tasks.lifecycle import RunControl
@@ -100,12 +106,12 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         return UserExecutionContext(
             user_id=user, thread_id=thread, run_id=uuid.uuid4().hex,
             request_id=uuid.uuid4().hex, agent="echo", input={"n": 1},
-            created_at=datetime.now(timezone.utc), limits=limits)
+            created_at=datetime.now(UTC), limits=limits)
 
     ctx = new_context()
     signed = signer.sign(ctx)
-    control_args = dict(db=runtime.db, ctx=ctx, attempt=1, heartbeat_interval=2.0,
-                        cancel_grace=5.0, can_terminate=False)
+    control_args = {"db": runtime.db, "ctx": ctx, "attempt": 1, "heartbeat_interval": 2.0,
+                    "cancel_grace": 5.0, "can_terminate": False}
     bridge = runtime.bridges.create(ctx, 1)
     agent = runtime.agents.create(ctx)
     n = args.iterations
@@ -132,10 +138,10 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     for i in range(args.runs + 50):
         run_ctx = new_context(user=f"overhead-{i}")  # nobody waits behind it: nudge finds none
         with runtime.db.session() as session:
-            queries.create_run(session, run_ctx.user_id, run_id=run_ctx.run_id,
-                               thread_id=run_ctx.thread_id, agent="echo", input=run_ctx.input,
-                               metadata={}, request_id=run_ctx.request_id,
-                               created_at=run_ctx.created_at)
+            RunStates.create(session, run_ctx.user_id, run_id=run_ctx.run_id,
+                             thread_id=run_ctx.thread_id, agent="echo", input=run_ctx.input,
+                             metadata={}, request_id=run_ctx.request_id,
+                             created_at=run_ctx.created_at)
         messages.append(signer.sign(run_ctx))
 
     def body(message: str, record: bool) -> None:
@@ -143,7 +149,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         marks = [time.perf_counter()]
         run_ctx = signer.verify(message)
         marks.append(time.perf_counter())
-        claim, attempt, started = runtime.events.claim(
+        claim, attempt, started = runtime.states.claim(
             run_ctx.user_id, run_ctx.run_id, run_ctx.thread_id, dispatch=1,
             max_running=settings.max_running_per_user, lease_seconds=settings.heartbeat_interval,
             hard_limit=run_ctx.limits.hard_time_limit, started_type=EventType.AGENT_STARTED.value,
@@ -167,7 +173,8 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         runtime.dispatcher.nudge(run_ctx.user_id)
         marks.append(time.perf_counter())
         if record:
-            for stage, a, b in zip(stages, marks, marks[1:]):
+            # One mark more than there are stages: each stage lies between two marks.
+            for stage, a, b in zip(stages, marks, marks[1:], strict=False):
                 stages[stage].append((b - a) * 1e6)
 
     for message in messages[:50]:
@@ -191,7 +198,8 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 "share": sum(v) / total}
         for stage, v in stages.items()
     }
-    task_body["total"] = {"p50": round(sorted(map(sum, zip(*stages.values())))[args.runs // 2], 1),
+    per_body = sorted(map(sum, zip(*stages.values(), strict=True)))  # each run: its stages summed
+    task_body["total"] = {"p50": round(per_body[args.runs // 2], 1),
                           "mean": round(total / args.runs, 1), "share": 1.0}
     per_run = round(factories["context: verify (worker)"]
                     + sum(v for k, v in factories.items() if not k.startswith("context")), 1)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402,E501
+from common import (
     ROOT,
     Deployment,
     FrameReader,
@@ -73,7 +73,8 @@ def release(procs: list[subprocess.Popen[str]]) -> None:
 
 def measure(pid: int, port: int, path: str, total: int, clients: int, runlane: bool,
             users: int = 0) -> dict:
-    warm = hold(port, path, 20, 1, runlane, start=10**6)  # imports and pools paid before the baseline
+    # Imports and pools paid before the baseline.
+    warm = hold(port, path, 20, 1, runlane, start=10**6)
     time.sleep(1)
     before = rss_kb(pid)
     started = time.monotonic()

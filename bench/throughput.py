@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     Deployment,
     load_average,
     machine,
@@ -93,8 +93,9 @@ def runlane_round(dep: Deployment, tokens: list[str], runs: int, name: str) -> d
                 break
             time.sleep(0.5)
         with db.session() as session:
-            first, last = session.execute(select(func.min(Run.started_at), func.max(Run.finished_at))
-                                          .where(Run.id.in_(ids))).one()
+            first, last = session.execute(
+                select(func.min(Run.started_at), func.max(Run.finished_at))
+                .where(Run.id.in_(ids))).one()
             statuses = dict(session.execute(select(Run.status, func.count()).where(Run.id.in_(ids))
                                             .group_by(Run.status)).all())
     finally:
@@ -102,7 +103,8 @@ def runlane_round(dep: Deployment, tokens: list[str], runs: int, name: str) -> d
         db.dispose()
     text = log.read_text(errors="replace")
     seconds = (last - first).total_seconds()
-    return {"runs": len(ids), "seconds": round(seconds, 3), "per_s": round((len(ids) - 1) / seconds, 1),
+    return {"runs": len(ids), "seconds": round(seconds, 3),
+            "per_s": round((len(ids) - 1) / seconds, 1),
             "statuses": statuses, "stale_messages": text.count(" is stale ")}
 
 

@@ -1,12 +1,12 @@
-"""EventBridge: the engine's observer that numbers, logs and publishes one run's events."""
+"""EventBridge: logs and publishes one run's events; it changes no run's state."""
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from domain.events import Event
+from domain.status import RunStatus
 from events.eventlog import EventLog
-from events.types import Event
 from runlane import metrics
-from storage.models import RunStatus
 
 
 class Publisher(Protocol):
@@ -42,7 +42,7 @@ class EventBridge:
         """Log then publish; only while this bridge's attempt holds the run.
 
         Raises:
-            storage.queries.Superseded: another attempt (or a cancel) took the run over.
+            domain.errors.Superseded: another attempt (or a cancel) took the run over.
         """
         # Logged before published, so a client that misses the publish can replay it.
         event = self._log.append(self.user_id, self.run_id, self.thread_id, type, data,
@@ -55,20 +55,10 @@ class EventBridge:
         and logged; the client replays the event from the log)."""
         metrics.published(event.type, self._publisher.publish(self.channel, event.encode()))
 
-    def transition(
-        self, *, to: RunStatus, from_statuses: frozenset[RunStatus], event_type: str,
-        data: Any, **values: Any,
-    ) -> Event | None:
-        """Move the run to `to` together with its event (atomically), then publish it."""
-        event = self._log.transition(
-            self.user_id, self.run_id, self.thread_id, to=to, from_statuses=from_statuses,
-            attempt=self.attempt, event_type=event_type, data=data, **values,
-        )
-        if event is not None:
-            sent = self._publisher.publish(self.channel, event.encode())
-            # A status change is often a run's last event: no later publish would read its
-            # reply and notice that it was lost, so it is confirmed now.
-            metrics.published(event_type, sent and self._publisher.flush())
-            metrics.run_status(to.value, self.agent)  # the one place every run's end passes
-        return event
-
+    def announce_change(self, event: Event, status: RunStatus) -> None:
+        """Publish the event of a status change, logged with it by storage/runstate.py."""
+        sent = self._publisher.publish(self.channel, event.encode())
+        # A status change is often a run's last event: no later publish would read its
+        # reply and notice that it was lost, so it is confirmed now.
+        metrics.published(event.type, sent and self._publisher.flush())
+        metrics.run_status(status.value, self.agent)  # the one place every run's end passes

@@ -1,16 +1,16 @@
 """The durable event log: events are appended here before they are published."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from events.types import Event
+from domain.events import Event
+from domain.status import RunStatus
 from storage import event_queries, queries
 from storage.db import Database
-from storage.models import EventRecord, RunStatus, UserStream
+from storage.models import EventRecord, UserStream
 
 
 def _to_event(record: EventRecord) -> Event:
@@ -20,30 +20,17 @@ def _to_event(record: EventRecord) -> Event:
     )
 
 
-def _logged(values: dict[str, Any]) -> Event:
-    """The event just stored by `event_queries.append_event` (its row's values)."""
-    return Event(
-        type=values["type"], run_id=values["run_id"], thread_id=values["thread_id"],
-        seq=values["seq"], cursor=values["cursor"], ts=values["ts"], data=values["data"],
-    )
-
-
-class _NotFree(Exception):
-    """The one-statement claim did not apply: roll its transaction back."""
-
-
-class _Unchanged(Exception):
-    """The status change did not apply: roll back the cursor its transaction took."""
-
-
 class EventLog:
     """Numbers and stores events in the database, so a reconnecting client can replay them.
 
-    Lock order: every transaction here takes the owner's cursor row first (`next_cursor`, or
-    the claim's `_lock_user`, the same row) and the run's row after it. On PostgreSQL two
-    transactions taking them in opposite orders deadlock: a cancel of a queued run that
-    locked the run first and a worker's claim of it that locked the owner first did, and one
-    of them failed (`tests/integration/test_lock_order.py`).
+    A run's status changes, with the events that go with them, are written by
+    storage/runstate.py; this log appends the events in between and reads them back.
+
+    Lock order: every transaction here and in runstate takes the owner's cursor row first
+    (`next_cursor`, or the claim's LOCK_USER, the same row) and the run's row after it. On
+    PostgreSQL two transactions taking them in opposite orders deadlock: a cancel of a queued
+    run that locked the run first and a worker's claim of it that locked the owner first did,
+    and one of them failed (`tests/integration/test_lock_order.py`).
     """
 
     def __init__(self, db: Database) -> None:
@@ -53,74 +40,12 @@ class EventLog:
         self, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
         *, attempt: int | None = None,
     ) -> Event:
-        """Raises queries.Superseded when `attempt` no longer holds the run."""
+        """Raises domain.errors.Superseded when `attempt` no longer holds the run."""
         with self._db.transaction() as session:
             cursor = event_queries.next_cursor(session, owner_id)  # the owner's lock first
-            return _logged(event_queries.append_event(
+            return event_queries.append_event(
                 session, owner_id, run_id, thread_id, type, data, attempt=attempt,
-                cursor=cursor))
-
-    def claim(
-        self, owner_id: str, run_id: str, thread_id: str, *, dispatch: int | None,
-        max_running: int, lease_seconds: float, hard_limit: float, started_type: str,
-        started_data: Callable[[int], Any],
-    ) -> tuple[queries.Claim, int, Event | None]:
-        """Claim a waiting run and, when claimed, log its first event (`started_type`, with
-        `started_data(attempt)`) in the same transaction: one commit per run fewer on the way
-        to the first event. The caller publishes the event.
-
-        The common case (nothing in the way) takes three statements: the owner's cursor
-        (which locks the owner), `queries.claim_if_free`, the event. Otherwise that
-        transaction is rolled back and `queries.claim_and_number` tells why, step by step.
-
-        Returns the claim's outcome, the attempt, and the logged event when claimed.
-        """
-        if dispatch is not None:
-            try:
-                with self._db.transaction() as session:
-                    cursor = event_queries.next_cursor(session, owner_id)
-                    claimed = queries.claim_if_free(
-                        session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
-                        lease_seconds=lease_seconds, hard_limit=hard_limit)
-                    if claimed is None:
-                        raise _NotFree
-                    attempt, seq = claimed
-                    return queries.Claim.CLAIMED, attempt, _logged(event_queries.append_event(
-                        session, owner_id, run_id, thread_id, started_type,
-                        started_data(attempt), seq=seq, cursor=cursor))
-            except _NotFree:
-                pass
-        with self._db.transaction() as session:
-            claim, attempt, seq = queries.claim_and_number(
-                session, owner_id, run_id, dispatch=dispatch, max_running=max_running,
-                lease_seconds=lease_seconds, hard_limit=hard_limit,
-            )
-            if claim is not queries.Claim.CLAIMED:
-                return claim, attempt, None
-            return claim, attempt, _logged(event_queries.append_event(
-                session, owner_id, run_id, thread_id, started_type, started_data(attempt),
-                seq=seq))
-
-    def transition(
-        self, owner_id: str, run_id: str, thread_id: str, *, to: RunStatus,
-        from_statuses: frozenset[RunStatus], attempt: int | None, event_type: str,
-        data: Any, lease_before: datetime | None = None, **values: Any,
-    ) -> Event | None:
-        """Change the run's status and log its event in one transaction, or do neither
-        (None) when the run is no longer in `from_statuses` for `attempt`."""
-        try:
-            with self._db.transaction() as session:
-                cursor = event_queries.next_cursor(session, owner_id)  # the owner's lock first
-                seq = queries.transition_numbered(session, owner_id, run_id, to=to,
-                                                  from_statuses=from_statuses, attempt=attempt,
-                                                  lease_before=lease_before, **values)
-                if seq is None:
-                    raise _Unchanged
-                return _logged(event_queries.append_event(
-                    session, owner_id, run_id, thread_id, event_type, data, seq=seq,
-                    cursor=cursor))
-        except _Unchanged:
-            return None
+                cursor=cursor)
 
     def user_after(
         self, owner_id: str, after_cursor: int, *, thread_id: str | None = None,
@@ -177,7 +102,7 @@ class EventLog:
 
     def purge(self, older_than: timedelta) -> int:
         with self._db.session() as session:
-            cutoff = datetime.now(timezone.utc) - older_than
+            cutoff = datetime.now(UTC) - older_than
             return event_queries.purge_events_before(session, cutoff)
 
     def read_after(

@@ -187,7 +187,8 @@ class SocketRouter:
         interval = self._tick or 0.0
         stuck_after = max(2, round(max(interval, STUCK_AFTER)))
         round_sinks: list[SocketSink] = []
-        per_pass = pos = 0
+        per_pass: float = 0
+        pos = 0
         next_round = next_check = next_tail = time.monotonic()
         while not self._stopping.wait(TICK_PERIOD):
             now = time.monotonic()
@@ -195,7 +196,7 @@ class SocketRouter:
                 next_tail = now + self._tail_interval
                 try:
                     self.check_tails()
-                except Exception:  # noqa: BLE001 - a database hiccup: try next interval
+                except Exception:  # a database hiccup: try next interval
                     log.warning("tail check failed; trying again", exc_info=True)
             if now >= next_check:
                 next_check = now + 1.0

@@ -1,4 +1,7 @@
-"""The write-only side of the event transport, used by workers (and nobody needs more)."""
+"""The write-only side of the event transport, used by workers (and nobody needs more).
+
+It holds one connection and does not wait for each reply, which redis-py's client API cannot
+do: the connection-level calls it needs are behind `runlane/redis_wire.py`."""
 from __future__ import annotations
 
 import logging
@@ -7,17 +10,17 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.connection import Connection
 
 from runlane import metrics
+from runlane.redis_wire import BROKEN, ERRORS, Refused, Wire
 
 log = logging.getLogger(__name__)
 
 # What a broken connection raises: the publishes whose replies it lost are sent again.
-_FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+_FAILURES = BROKEN
 # Anything else redis-py raises (a refused handshake command, a garbled reply): never fatal
 # to the run whose event is already logged; counted lost.
-_ANY_ERROR = (redis.RedisError, OSError)
+_ANY_ERROR = ERRORS
 CLIENT_NAME = "runlane-publisher"  # how an operator finds these connections in CLIENT LIST
 # A connection quiet for this long is checked for a close by the server before it is used;
 # within a burst a broken connection shows when the next reply is read, and is re-sent then.
@@ -57,7 +60,7 @@ class RedisPublisher:
                  name: str | None = None) -> None:
         self._client = client
         self._lock = threading.Lock()  # one command stream; gevent patches it in the web
-        self._connection: Connection | None = None
+        self._connection: Wire | None = None  # the publisher's own
         self._unread: list[tuple[str, str]] = []  # sent; Redis's reply not read yet
         self._on_lost = on_lost
         self._used = 0.0  # monotonic time of the last command
@@ -84,7 +87,7 @@ class RedisPublisher:
 
     def _publish(self, channel: str, data: str) -> bool:
         try:
-            connection: Connection | None = self._settled()
+            connection: Wire | None = self._settled()
         except _FAILURES as exc:
             self._give_up(exc)
             connection = None
@@ -93,7 +96,7 @@ class RedisPublisher:
             try:
                 if connection is None:
                     connection = self._connect()
-                connection.send_command("PUBLISH", channel, data)
+                connection.send("PUBLISH", channel, data)
                 self._unread.append((channel, data))
                 self._used = time.monotonic()
                 return True
@@ -121,19 +124,18 @@ class RedisPublisher:
     def _backing_off(self) -> bool:
         return time.monotonic() < self._retry_at
 
-    def _connect(self) -> Connection:
+    def _connect(self) -> Wire:
         if self._connection is not None:
             return self._connection
         if self._backing_off():
             raise redis.ConnectionError("Redis was unreachable a moment ago; not retrying yet")
         try:
-            connection = self._client.connection_pool.get_connection()
-            self._connection = connection
+            connection = self._connection = Wire.borrow(self._client)
             if self._name:
                 try:
-                    connection.send_command("CLIENT", "SETNAME", self._name)
-                    connection.read_response()
-                except redis.ResponseError as exc:  # e.g. an ACL without +client
+                    connection.send("CLIENT", "SETNAME", self._name)
+                    connection.read()
+                except Refused as exc:  # e.g. an ACL without +client
                     log.warning("Redis refused to name the publisher's connection (%s); "
                                 "publishing unnamed", exc)
                     self._name = None
@@ -143,16 +145,15 @@ class RedisPublisher:
         self._retry_at = 0.0
         return self._connection
 
-    def _settled(self) -> Connection:
+    def _settled(self) -> Wire:
         """The connection, with every earlier publish's reply read and the server known not
         to have closed it; publishes whose replies a broken connection lost are re-sent on a
         new connection first. Raises when even that fails (the unread are still noted)."""
         connection = self._connect()
         try:
             self._read_replies(connection)
-            if time.monotonic() - self._used > IDLE_CHECK and connection.can_read(timeout=0):
-                # Data nobody asked for: the stream is off.
-                raise redis.ConnectionError("unexpected data on the publisher's connection")
+            if time.monotonic() - self._used > IDLE_CHECK:
+                connection.check_open()  # not closed by the server meanwhile
             return connection
         except _FAILURES as exc:
             log.info("publisher connection lost (%s); re-sending %d publishes",
@@ -160,15 +161,15 @@ class RedisPublisher:
             self._drop(keep_unread=True)
         connection = self._connect()
         for channel, data in self._unread:
-            connection.send_command("PUBLISH", channel, data)
+            connection.send("PUBLISH", channel, data)
         self._read_replies(connection)
         return connection
 
-    def _read_replies(self, connection: Connection) -> None:
+    def _read_replies(self, connection: Wire) -> None:
         while self._unread:
             try:
-                connection.read_response()
-            except redis.ResponseError as exc:  # the reply was read whole: the stream is fine
+                connection.read()
+            except Refused as exc:  # the reply was read whole: the stream is fine
                 log.warning("an earlier publish was refused (%s); its event stays in the log",
                             exc)
             self._unread.pop(0)
@@ -188,8 +189,7 @@ class RedisPublisher:
         if not keep_unread:
             self._unread = []
         if connection is not None:
-            connection.disconnect()
-            self._client.connection_pool.release(connection)
+            connection.give_back(broken=True)
 
     def close(self) -> None:
         with self._lock:

@@ -3,21 +3,13 @@ from __future__ import annotations
 
 from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
-from factories.context import (
-    ContextSigner,
-    RunLimits,
-    UserExecutionContext,
-    sign_context,
-    verify_context,
-)
+from factories.context import ContextSigner, sign_context, verify_context
 from factories.engine import ExecutionEngineFactory
 
 __all__ = [
     "AgentInstanceFactory",
     "ContextSigner",
     "ExecutionEngineFactory",
-    "RunLimits",
-    "UserExecutionContext",
     "WebSocketBridgeFactory",
     "sign_context",
     "verify_context",

@@ -5,8 +5,8 @@ from collections.abc import Mapping
 
 from agents.base import Agent
 from agents.registry import AgentRegistry, default_registry
-from factories.context import RunLimits, UserExecutionContext
-from runlane.errors import UnprocessableInput
+from domain.context import RunLimits, UserExecutionContext
+from domain.errors import UnprocessableInput
 from runlane.settings import Settings
 
 
@@ -20,7 +20,7 @@ class AgentInstanceFactory:
         self._overrides = dict(time_limits or {})
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AgentInstanceFactory":
+    def from_settings(cls, settings: Settings) -> AgentInstanceFactory:
         """The deployment's agents, with the time limits its configuration gives them."""
         return cls(
             default_registry(),

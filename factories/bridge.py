@@ -1,10 +1,10 @@
 """WebSocketBridgeFactory: an EventBridge bound to one user's channel and one run."""
 from __future__ import annotations
 
+from domain.context import UserExecutionContext
 from events.bridge import EventBridge, Publisher
 from events.channels import user_channel
 from events.eventlog import EventLog
-from factories.context import UserExecutionContext
 
 
 class WebSocketBridgeFactory:

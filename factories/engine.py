@@ -11,8 +11,8 @@ from typing import Generic, Protocol, TypeVar
 
 from agents.base import Agent
 from agents.tools import Tool
+from domain.context import UserExecutionContext
 from events.bridge import EventBridge
-from factories.context import UserExecutionContext
 from runlane.engine_api import Control
 
 EngineT = TypeVar("EngineT")
@@ -24,7 +24,7 @@ class EngineClass(Protocol[EngineT_co]):
 
     def __call__(
         self, ctx: UserExecutionContext, agent: Agent | None, *, emitter: EventBridge,
-        tools: Mapping[str, Tool], control: Control | None = None,
+        tools: Mapping[str, Tool], control: Control,
     ) -> EngineT_co: ...
 
 
@@ -37,7 +37,8 @@ class ExecutionEngineFactory(Generic[EngineT]):
 
     def create(
         self, ctx: UserExecutionContext, agent: Agent | None, bridge: EventBridge,
-        control: Control | None = None,
+        control: Control,
     ) -> EngineT:
-        """A new engine for one attempt; `control` lets it check cancellation and limits."""
+        """A new engine for one attempt; `control` is the attempt's hold on the run (its
+        checks between steps, the record of its end)."""
         return self._engine(ctx, agent, emitter=bridge, tools=self._tools, control=control)

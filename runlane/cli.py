@@ -11,9 +11,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
 from runlane.settings import load
 from runlane.supervisor import Child, Supervisor, die_with_parent
-
 
 # Runlane's top-level modules, imported before Celery runs: with `-P` the current folder is not
 # on sys.path yet, so a project's own `tasks.py` or `celeryconfig.py` there cannot stand in
@@ -25,8 +25,9 @@ _WORKER_MODULES = "agents, celeryconfig, events, factories, runlane, storage, ta
 
 def _python(modules: str, entry: str, prog: str) -> list[str]:
     module, func = entry.split(":")
-    return [sys.executable, "-P", "-c", f"import sys, {modules}; from {module} import {func}; "
-            f"sys.argv[0] = {prog!r}; sys.exit({func}())"]
+    code = (f"import sys, {modules}; from {module} import {func}; "
+            f"sys.argv[0] = {prog!r}; sys.exit({func}())")
+    return [sys.executable, "-P", "-c", code]
 
 
 def _web_argv(host: str, port: int) -> list[str]:
@@ -133,7 +134,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"\nRunlane is up at {url}\n"
             f"  token:  runlane token --user alice      (instance folder {instance})\n"
             f"  submit: curl -X POST {url}/api/agents/v2/thread/t1/runs "
-            "-H \"Authorization: Bearer $TOKEN\" -d '{\"agent\":\"demo\",\"input\":{\"steps\":3}}'\n"
+            "-H \"Authorization: Bearer $TOKEN\" "
+            "-d '{\"agent\":\"demo\",\"input\":{\"steps\":3}}'\n"
             "  stop:   Ctrl-C\n",
             flush=True,
         )
@@ -247,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(load())
     args = build_parser().parse_args(argv)
-    from runlane.errors import RunlaneError  # noqa: PLC0415
+    from domain.errors import RunlaneError  # noqa: PLC0415
 
     try:
         return int(args.func(args))

@@ -1,4 +1,5 @@
-"""A real redis-server on loopback, started and stopped by Runlane for the default path and tests."""
+"""A real redis-server on loopback, started and stopped by Runlane for the default path and
+tests."""
 from __future__ import annotations
 
 import logging
@@ -104,7 +105,7 @@ class EmbeddedRedis:
             proc.kill()
             proc.wait()
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
+import socket
+from typing import Any, cast
 
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -68,7 +69,8 @@ class RunlaneGeventWorker(GeventWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         captured = _Captured(client)
-        super().handle_error(req, captured, addr, exc)
+        # _Captured stands in for the socket: sendall/send are its own, the rest delegated.
+        super().handle_error(req, cast(socket.socket, captured), addr, exc)
         if not captured.written:
             return
         try:

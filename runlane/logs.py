@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+            "ts": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -173,6 +173,12 @@ def quiet_celery_task_lines(settings: Settings) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class _RunlaneHandler(logging.StreamHandler[IO[str]]):
+    """The handler `configure` installs, marked so that a later call finds and replaces it."""
+
+    _runlane = True
+
+
 def configure(settings: Settings, *, level: str | int | None = None,
               stream: IO[str] | None = None) -> logging.Handler:
     """Install one stderr handler on the root logger (replacing one installed earlier by this
@@ -180,8 +186,7 @@ def configure(settings: Settings, *, level: str | int | None = None,
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_runlane", False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler._runlane = True  # type: ignore[attr-defined]
+    handler = _RunlaneHandler(stream or sys.stderr)
     adopt(handler, settings)
     root.addHandler(handler)
     root.setLevel(level if level is not None else settings.log_level.upper())

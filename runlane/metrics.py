@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,7 +32,9 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +108,16 @@ def _dir_lock(path: str, exclusive: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class _LockedCollector(multiprocess.MultiProcessCollector):  # type: ignore[misc]
-    def collect(self) -> Any:
+class _LockedCollector(Collector):
+    """prometheus_client's multiprocess collector, reading the folder under the shared lock."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._inner = multiprocess.MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Iterable[Metric]:
         with _dir_lock(self._path, exclusive=False):
-            return list(super().collect())
+            return list(self._inner.collect())
 
 
 def registry() -> CollectorRegistry:
@@ -119,7 +127,7 @@ def registry() -> CollectorRegistry:
     if path is None:
         return REGISTRY
     reg = CollectorRegistry()
-    _LockedCollector(reg, path=path)
+    reg.register(_LockedCollector(path))
     return reg
 
 
@@ -185,7 +193,7 @@ def compact(path: str | None = None) -> int:
 def mark_process_dead(pid: int) -> None:
     """Drop a dead process's live gauges (gunicorn's child_exit, Celery's child shutdown)."""
     if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid)
 
 
 def start_exporter(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a scrape target
@@ -271,7 +279,7 @@ class SocketGauges:
             time.sleep(self._interval)
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - a metrics hiccup must not end the thread
+            except Exception:  # a metrics hiccup must not end the thread
                 log.warning("socket gauges not refreshed", exc_info=True)
 
 

@@ -7,7 +7,7 @@ why. It now names the secret it used and refuses to create one unless asked (`--
 """
 from __future__ import annotations
 
-from runlane.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from runlane.settings import SECRET_FILE, Settings, instance_secret
 
 

@@ -5,14 +5,15 @@ import hashlib
 import hmac
 import os
 import secrets
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runlane.errors import ConfigurationError
+from domain.errors import ConfigurationError
 
 MigrationMode = Literal["factory_preferred", "factory_only"]
 SECRET_FILE = "secret.key"  # the development token secret, in the instance folder
@@ -77,11 +78,14 @@ class Settings(BaseSettings):
     event_retention_days: float = 7.0
     # Web and worker migrate a database that is behind instead of refusing to start.
     auto_migrate: bool = False
+    # The per-run statements run on the driver's cursor (storage/prepared.py); false: through
+    # SQLAlchemy Core, slower (docs/benchmarks.md), for a driver the bypass does not suit.
+    direct_sql: bool = True
     migration_mode: MigrationMode = "factory_preferred"
     migration_routes: dict[str, MigrationMode] = {}
     v1_default_agent: str = "demo"
-    v1_deprecated_at: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
-    v1_sunset: datetime = datetime(2027, 6, 30, tzinfo=timezone.utc)
+    v1_deprecated_at: datetime = datetime(2026, 11, 1, tzinfo=UTC)
+    v1_sunset: datetime = datetime(2027, 6, 30, tzinfo=UTC)
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON in production, else text
     log_level: str = "INFO"
     worker_metrics_port: int | None = None  # a worker's own /metrics (fleet hosts); off by default

@@ -35,9 +35,9 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     def preexec() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-            os._exit(70)  # noqa: SLF001 - in the forked child, before exec
+            os._exit(70)  # in the forked child, before exec
         if os.getppid() != parent:
-            os._exit(70)  # noqa: SLF001
+            os._exit(70)
 
     return preexec
 

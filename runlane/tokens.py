@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from runlane.errors import ConfigurationError, Unauthenticated
-from runlane.ids import USER_PATTERN, is_user_id
+from domain.errors import ConfigurationError, Unauthenticated
+from domain.ids import USER_PATTERN, is_user_id
 from runlane.settings import Settings
 
 
@@ -29,12 +30,13 @@ class Principal:
 
 def issue_token(
     settings: Settings, secret: str, user_id: str, ttl: int | None = None, *,
-    kid: str | None = None, roles: tuple[str, ...] = (),
+    kid: str | None = None, roles: tuple[str, ...] = (), now: float | None = None,
 ) -> str:
-    """A signed HS256 JWT for `user_id` (development and tests)."""
+    """A signed HS256 JWT for `user_id` (development and tests), issued at `now` (seconds
+    since the epoch; the current time when not given)."""
     if not is_user_id(user_id):
         raise ValueError(f"user id must match {USER_PATTERN}")
-    now = int(time.time())
+    now = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": user_id, "iat": now, "nbf": now, "exp": now + (ttl or settings.token_ttl_seconds),
         "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
@@ -50,6 +52,8 @@ UNKNOWN_KEY = "token not signed by a key this server knows"
 MALFORMED = "malformed token"
 VERIFIED_CACHE_SIZE = 4096  # tokens remembered per process (a few hundred KB at most)
 VERIFIED_CACHE_SECONDS = 60.0  # how long a removed key's tokens may still be honoured
+LEEWAY = 5  # seconds a token's exp, nbf and iat may be off, for clocks skewed at issue
+INVALID_CLAIMS = "invalid token (issuer, audience or claims)"
 
 
 REFUSED_KIDS_MAX = 4096  # unknown kids remembered per process; the oldest are forgotten first
@@ -117,11 +121,18 @@ class JWKSKeys:
 class TokenVerifier:
     """Verifies bearer tokens: HS256 by `kid` (rotation) or the default secret, RS256/ES256
     against a JWKS. The algorithm decides the key family, so an HMAC token is never checked
-    against a public key (the classic algorithm-confusion attack)."""
+    against a public key (the classic algorithm-confusion attack).
 
-    def __init__(self, settings: Settings) -> None:
+    `clock` (seconds since the epoch) is the one time every expiry, not-before and cache
+    decision is made against, so a test can move it instead of waiting for it."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
-        self._hmac: dict[str | None, str] = dict(settings.jwt_keys)
+        self._clock = clock
+        # By kid; None (no kid in the header) is the default secret, added below.
+        self._hmac: dict[str | None, str] = {}
+        for kid, key in settings.jwt_keys.items():
+            self._hmac[kid] = key
         self._jwks: Any = None
         if settings.jwt_jwks_file is not None:
             self._jwks = jwt.PyJWKSet.from_json(settings.jwt_jwks_file.read_text())
@@ -144,7 +155,8 @@ class TokenVerifier:
         """A token signed with the active key (rotation) or the default secret."""
         kid = self._settings.jwt_active_kid
         secret = self._hmac[kid] if kid in self._hmac else self._hmac[None]
-        return issue_token(self._settings, secret, user_id, ttl, kid=kid, roles=roles)
+        return issue_token(self._settings, secret, user_id, ttl, kid=kid, roles=roles,
+                           now=self._clock())
 
     def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
         """The key a token's header names, only from the family its algorithm belongs to.
@@ -182,50 +194,72 @@ class TokenVerifier:
         Raises:
             Unauthenticated: any check fails (the reason is not echoed to the client).
         """
-        now = time.time()
+        now = self._clock()
         hit = self._verified.get(token)
         if hit is not None:
             if now < hit[1]:
                 return hit[0]
             del self._verified[token]
-        principal, expires = self._verify(token)
+        principal, expires = self._verify(token, now)
         self._verified[token] = (principal, min(expires, now + VERIFIED_CACHE_SECONDS))
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return principal
 
-    def _verify(self, token: str) -> tuple[Principal, float]:
+    def _verify(self, token: str, now: float) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise Unauthenticated(MALFORMED) from None
         key, alg = self._key(header)
         # The signature is checked before any claim, so "expired" or "not yet valid" is only
-        # ever said about a token this server signed.
+        # ever said about a token this server signed. The library compares exp, nbf and iat
+        # with its own reading of the time; they are compared with `now` below instead.
         try:
             claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self._settings.jwt_audience,
-                issuer=self._settings.jwt_issuer, leeway=5,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                issuer=self._settings.jwt_issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"],
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
         except jwt.InvalidSignatureError:
             raise Unauthenticated(UNKNOWN_KEY) from None
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthenticated("token not yet valid") from None
         except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
             # TypeError and friends: a key or claim of a shape the library did not expect.
-            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
+            raise Unauthenticated(INVALID_CLAIMS) from None
+        expires = _check_times(claims, now)
         subject = claims.get("sub")
-        if not is_user_id(subject):
+        if not isinstance(subject, str) or not is_user_id(subject):
             raise Unauthenticated("invalid token subject")
-        try:
-            expires = float(claims["exp"])  # the library accepts any int-like value
-        except (TypeError, ValueError, OverflowError):
-            raise Unauthenticated("invalid token (issuer, audience or claims)") from None
         roles = claims.get("roles")
         admin = (self._settings.admin_enabled and isinstance(roles, list) and "admin" in roles)
         # Honoured until `exp` exactly (the leeway is for clocks skewed at issue, not for
         # remembering): a token decoded within its leeway is not cached past `exp`.
         return Principal(user_id=subject, admin=admin), expires
+
+
+def _seconds(claims: dict[str, Any], name: str) -> int:
+    """A time claim as whole seconds, the way PyJWT reads it (any int-like value)."""
+    try:
+        return int(claims[name])
+    except (TypeError, ValueError, OverflowError):
+        raise Unauthenticated(INVALID_CLAIMS) from None
+
+
+def _check_times(claims: dict[str, Any], now: float) -> float:
+    """The token's `exp`, once iat, nbf and exp allow it at `now` (with LEEWAY), checked as
+    PyJWT checks them (in that order) but against the verifier's clock.
+
+    Raises:
+        Unauthenticated: not yet valid, expired, or a time claim that is not a number.
+    """
+    if _seconds(claims, "iat") > now + LEEWAY:
+        raise Unauthenticated("token not yet valid")
+    if "nbf" in claims and _seconds(claims, "nbf") > now + LEEWAY:
+        raise Unauthenticated("token not yet valid")
+    if _seconds(claims, "exp") <= now - LEEWAY:
+        raise Unauthenticated("token expired")
+    try:
+        return float(claims["exp"])  # the cache keeps the exact value, fractions included
+    except (TypeError, ValueError, OverflowError):
+        raise Unauthenticated(INVALID_CLAIMS) from None

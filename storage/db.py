@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.prepared import DIRECT_OPTION
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 15000
 
@@ -24,23 +26,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`, tuned for SQLite's single writer when that is what it is."""
+def make_engine(url: str, *, direct_sql: bool = True) -> Engine:
+    """An engine for `url`, tuned for SQLite's single writer when that is what it is.
+    `direct_sql`: the hot statements run on the driver's cursor (storage/prepared.py)."""
+    options = {DIRECT_OPTION: direct_sql}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15},
+                               execution_options=options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         execution_options=options)
 
 
 class Database:
     """A process-wide engine plus its session factory; holds connections, never user data."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, direct_sql: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, direct_sql=direct_sql)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -9,9 +9,12 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from domain.errors import Superseded
+from domain.events import Event
 from storage import statements
 from storage.models import EventRecord, UserStream, utcnow
-from storage.queries import Executor, Superseded, rowcount
+from storage.prepared import Executor
+from storage.queries import rowcount
 
 
 def next_cursor(session: Executor, owner_id: str) -> int:
@@ -23,15 +26,15 @@ def next_cursor(session: Executor, owner_id: str) -> int:
 def append_event(
     session: Executor, owner_id: str, run_id: str, thread_id: str, type: str, data: Any,
     *, attempt: int | None = None, seq: int | None = None, cursor: int | None = None,
-) -> dict[str, Any]:
-    """Number an event (next `seq` of the run, next `cursor` of the owner) and store it.
-    Returns the stored row's values (owner_id, run_id, thread_id, seq, cursor, type, data, ts).
+) -> Event:
+    """Number an event (next `seq` of the run, next `cursor` of the owner), store it and
+    return it as stored.
 
     Both counters are incremented in the database, so a run redelivered to another worker
     continues its sequence, and the owner's row lock orders cursors as commits land. With
     `attempt`, only that attempt, while executing, may append. `seq`: already taken in this
-    transaction by the UPDATE that changed the run (`claim_if_free`, `claim_and_number`,
-    `transition_numbered`); `cursor`: already taken by `next_cursor`.
+    transaction by the UPDATE that changed the run (storage/runstate.py); `cursor`: already
+    taken by `next_cursor`.
 
     Raises:
         Superseded: `attempt` no longer holds the run.
@@ -49,7 +52,8 @@ def append_event(
     values = {"owner_id": owner_id, "run_id": run_id, "thread_id": thread_id, "seq": seq,
               "cursor": cursor, "type": type, "data": data, "ts": utcnow()}
     statements.INSERT_EVENT.rowcount(session, values)
-    return values
+    return Event(type=type, run_id=run_id, thread_id=thread_id, seq=seq, cursor=cursor,
+                 ts=values["ts"], data=data)
 
 
 def events_after(

@@ -1,8 +1,7 @@
 """Tables of threads, runs and the event log; every user-owned row carries `owner_id`."""
 from __future__ import annotations
 
-import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -20,9 +19,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from domain.status import RunStatus
+
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -34,36 +35,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime")
-        return value.astimezone(timezone.utc) if value is not None else None
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
-
-
-class RunStatus(str, enum.Enum):
-    """queued → running → completed | failed | cancelled | timed_out; running → cancelling;
-    a run whose worker was lost goes running → retrying → running (attempt + 1)."""
-
-    QUEUED = "queued"
-    RETRYING = "retrying"
-    RUNNING = "running"
-    CANCELLING = "cancelling"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT})
-WAITING = frozenset({RunStatus.QUEUED, RunStatus.RETRYING})  # may be claimed by a worker
-EXECUTING = frozenset({RunStatus.RUNNING, RunStatus.CANCELLING})  # a worker holds the lease
-ACTIVE = WAITING | EXECUTING
 
 
 class Base(DeclarativeBase):

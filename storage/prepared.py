@@ -12,6 +12,18 @@ same either way), and owns the connection and its transaction.
 
 Only what the hot statements need is supported: named `bindparam`s and literal constants,
 no expanding (`IN` list) parameters, one row set per call.
+
+What it gives up and how that is made good:
+- SQLAlchemy wraps every driver error in its own (`sqlalchemy.exc.IntegrityError`, ...), and
+  callers catch those. A driver error raised here is wrapped the same way (`DBAPIError.
+  instance`, which SQLAlchemy itself uses), and a connection the driver reports lost is
+  invalidated, as SQLAlchemy's own execution does, so the pool does not hand it out again.
+- It reads a few attributes of SQLAlchemy's compiler (`positiontup`, `binds`, `bind_names`,
+  `escaped_bind_names`): tests/contract/test_sqlalchemy_contract.py pins them, and setup.cfg
+  bounds SQLAlchemy's version.
+- The bypass can be switched off (`RUNLANE_DIRECT_SQL=false`: SQLAlchemy Core executes the
+  same statements), for a driver that misbehaves and to measure what the bypass saves
+  (`bench/e2e.py --sql core`; docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -20,10 +32,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 Executor = Session | Connection
 Processor = Callable[[Any], Any] | None
+# The execution option (set on the engine by storage.db.Database) that turns the bypass off.
+DIRECT_OPTION = "runlane_direct_sql"
 
 
 class _Compiled:
@@ -95,19 +110,50 @@ class Prepared:
         dialect = connection.dialect
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            statement = (self._statements[dialect.name]
-                         if isinstance(self._statements, Mapping) else self._statements)
-            compiled = self._compiled[dialect.name] = _Compiled(statement, dialect)
+            compiled = self._compiled[dialect.name] = _Compiled(self._statement_for(dialect),
+                                                                dialect)
         return compiled
+
+    def _statement_for(self, dialect: Dialect) -> Any:
+        return (self._statements[dialect.name]
+                if isinstance(self._statements, Mapping) else self._statements)
 
     def _run(self, executor: Executor, values: Mapping[str, Any]) -> tuple[_Compiled, Any]:
         connection = executor if isinstance(executor, Connection) else executor.connection()
         compiled = self._for(connection)
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(compiled.sql, compiled.driver_params(values))
+        dbapi_connection = connection.connection
+        cursor = dbapi_connection.driver_connection.cursor()  # type: ignore[union-attr]
+        params = compiled.driver_params(values)
+        try:
+            cursor.execute(compiled.sql, params)
+        except Exception as exc:
+            cursor.close()
+            dialect = connection.dialect
+            dbapi_error = dialect.loaded_dbapi.Error
+            if not isinstance(exc, dbapi_error):
+                raise
+            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(compiled.sql, params, exc, dbapi_error,
+                                      connection_invalidated=lost, dialect=dialect) from exc
         return compiled, cursor
 
+    @staticmethod
+    def _direct(connection: Connection) -> bool:
+        return bool(connection.get_execution_options().get(DIRECT_OPTION, True))
+
+    def _core(self, executor: Executor, values: Mapping[str, Any]) -> Any | None:
+        """SQLAlchemy's own execution of the statement, when the bypass is off."""
+        connection = executor if isinstance(executor, Connection) else executor.connection()
+        if self._direct(connection):
+            return None
+        return connection.execute(self._statement_for(connection.dialect), dict(values))
+
     def rowcount(self, executor: Executor, values: Mapping[str, Any]) -> int:
+        result = self._core(executor, values)
+        if result is not None:
+            return int(result.rowcount)
         _compiled, cursor = self._run(executor, values)
         try:
             return int(cursor.rowcount)
@@ -115,6 +161,10 @@ class Prepared:
             cursor.close()
 
     def first(self, executor: Executor, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        result = self._core(executor, values)
+        if result is not None:
+            row = result.first()
+            return tuple(row) if row is not None else None
         compiled, cursor = self._run(executor, values)
         try:
             raw = cursor.fetchone()
@@ -129,6 +179,9 @@ class Prepared:
         return row[0] if row is not None else None
 
     def all(self, executor: Executor, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        result = self._core(executor, values)
+        if result is not None:
+            return [tuple(row) for row in result]
         compiled, cursor = self._run(executor, values)
         try:
             return [compiled.row(raw) for raw in cursor.fetchall()]

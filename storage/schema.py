@@ -13,7 +13,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from runlane.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from storage.db import (
     MIGRATIONS,
     SQLITE_BUSY_TIMEOUT_MS,

@@ -28,16 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.models import (
-    ACTIVE,
-    EXECUTING,
-    WAITING,
-    EventRecord,
-    Run,
-    RunStatus,
-    Thread,
-    UserStream,
-)
+from domain.status import ACTIVE, EXECUTING, WAITING, RunStatus
+from storage.models import EventRecord, Run, Thread, UserStream
 from storage.prepared import Prepared
 
 RUNS: Table = Run.__table__  # type: ignore[assignment]
@@ -112,7 +104,6 @@ _CLAIM = update(RUNS).where(
 
 # The claim that also numbers the run's first event (logged in the same transaction): one
 # UPDATE where a claim and then NEXT_SEQ_OF_ATTEMPT would be two.
-CLAIM = Prepared(_CLAIM)
 CLAIM_NUMBERED = Prepared(
     _CLAIM.values(last_seq=RUNS.c.last_seq + 1).returning(RUNS.c.last_seq))
 
@@ -213,6 +204,13 @@ INSERT_RUN_IF_ROOM = Prepared(insert(RUNS).from_select(
 # The same insert without the limit.
 INSERT_RUN = Prepared(insert(RUNS).values(
     {name: bindparam(f"v_{name}", type_=RUNS.c[name].type) for name in _NEW_RUN_COLUMNS}))
+
+# The lease of the attempt holding the run, extended; its status and cancel request come back
+# in the same statement (no row: the attempt no longer holds the run).
+RENEW_LEASE = Prepared(update(RUNS).where(
+    _owned_run(), RUNS.c.attempt == bindparam("b_attempt"), _status_in(_values(EXECUTING)),
+).values(lease_expires_at=bindparam("v_lease", type_=RUNS.c.lease_expires_at.type),
+         ).returning(RUNS.c.status, RUNS.c.cancel_requested_at))
 
 RUN_STATUS = Prepared(
     select(RUNS.c.status).where(_owned_run(), RUNS.c.attempt == bindparam("b_attempt")))

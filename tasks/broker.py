@@ -21,6 +21,24 @@ and survives, a worker running a task (`task_acks_late`) does not. So: a BRPOP r
 its connection counts as "nothing read", and a channel whose connection is gone answers any
 further command with a connection error, which kombu and Celery handle (the message is left
 for redelivery; the run's claim makes a duplicate a no-op).
+
+This module is the one place that reaches into kombu (tests/contract/test_kombu_contract.py
+pins what it relies on against the installed kombu):
+- `kombu.transport.redis.Channel` / `Transport`, subclassed: kombu builds a transport's
+  channels from `Transport.Channel`, and finds this transport by its class path;
+- every command kombu's channel sends outside its consumer loop (publish, ack, restore, a
+  fanout event) takes its client from `Channel.conn_or_acquire(client=None)`, a context
+  manager, which builds one with `Channel._create_client()`: a `redis.Redis` on
+  `Channel.pool` holding no connection of its own;
+- `Channel.pool` is a property caching the pool in `Channel._pool` (None until built, and
+  again after `_disconnect_pools()`: a fork, a close), built from `channel.connection.client`,
+  the kombu `Connection`, which `Connection.collect()` and `close()` set to None;
+- `Channel.close()` reads the reply of a BRPOP in flight first (`_in_poll` truthy;
+  `_brpop_read()` raises `Empty` for no message, one of `connection_errors` when the
+  connection died), then discards the channel from `connection.cycle`, deletes auto-delete
+  fanout queues, `_disconnect_pools()`, `_close_clients()`, and ends with
+  `virtual.Channel.close()`, which sets `closed` and puts unacknowledged messages back;
+- `Connection.resolve_aliases` maps a transport to the scheme `info()` and `as_uri()` show.
 """
 from __future__ import annotations
 
@@ -29,21 +47,25 @@ from contextlib import contextmanager
 from queue import Empty
 from typing import Any
 
+import kombu
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 TRANSPORT = "tasks.broker:Transport"
+# kombu's type stubs (celery-types) describe its public API only, none of the internals
+# below: the contract tests pin those instead of the type checker.
+_KombuChannel: Any = kombu_redis.Channel
 
 
-class Channel(kombu_redis.Channel):
+class Channel(_KombuChannel):  # type: ignore[misc]
     _client_for_pool: Any = None
 
     @property
     def pool(self) -> Any:
         if self._pool is None and (self.connection is None or self.connection.client is None):
             raise redis.ConnectionError("the broker connection of this channel is closed")
-        return kombu_redis.Channel.pool.fget(self)  # type: ignore[attr-defined]
+        return _KombuChannel.pool.fget(self)
 
     def close(self) -> None:
         if self._in_poll and not self.closed:
@@ -80,6 +102,15 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class BrokerConnection(kombu.Connection):
+    """kombu's Connection, showing this transport as `redis://` in URLs (the worker's banner,
+    `celery inspect`), the way kombu shows py-amqp as `amqp://`: a class path is not a URL
+    scheme, and the banner read `tasks.broker:Transport://`. Only `info()`/`as_uri()` use
+    this map; the connection itself keeps the transport. (For Celery's `AMQP.Connection`.)"""
+
+    resolve_aliases = {**kombu.Connection.resolve_aliases, TRANSPORT: "redis"}  # noqa: RUF012
 
 
 def transport_for(broker_url: str) -> str | None:

@@ -11,23 +11,15 @@ from typing import Any
 from celery import Celery
 from celery.app.amqp import AMQP
 from celery.local import PromiseProxy
-from kombu import Connection
 
 import celeryconfig
-from tasks.broker import TRANSPORT, transport_for
-
-
-class _Connection(Connection):
-    """Shows Runlane's Redis transport as `redis://` in URLs (the worker's banner, `celery
-    inspect`), the way kombu shows py-amqp as `amqp://`: a class path is not a URL scheme,
-    and the banner read `tasks.broker:Transport://`. Only `info()`/`as_uri()` use this map;
-    the connection itself keeps the transport."""
-
-    resolve_aliases = {**Connection.resolve_aliases, TRANSPORT: "redis"}
+from tasks.broker import BrokerConnection, transport_for
 
 
 class _AMQP(AMQP):
-    Connection = _Connection
+    """Celery's AMQP with the connection class that names the transport `redis://`."""
+
+    Connection = BrokerConnection
 
 
 def celery_settings() -> dict[str, Any]:

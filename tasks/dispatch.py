@@ -9,9 +9,11 @@ the task's module (tasks.run imports the worker's runtime, which imports this mo
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from domain.context import UserExecutionContext
 from factories.agents import AgentInstanceFactory
-from factories.context import ContextSigner, UserExecutionContext
+from factories.context import ContextSigner
 from storage import queries
 from storage.db import Database
 from storage.models import Run
@@ -49,21 +51,23 @@ class Dispatcher:
     def send(self, ctx: UserExecutionContext, dispatch: int) -> None:
         """Send one task message; time limits ride along for the prefork pool to enforce."""
         queue = self.queue_for(ctx.agent)
+        # kombu re-checks a queue's declaration on every publish (it copies the queue and its
+        # exchange to bind them, a visible share of each send; docs/benchmarks.md). Once a
+        # send from this process has declared the queue (workers declare theirs too, and
+        # Celery's queues are durable), the later ones skip the check.
+        declare: dict[str, Any] = {"declare": []} if queue in self._declared else {}
         app.send_task(
             EXECUTE_RUN,
             args=[self._signer.sign(ctx), dispatch],
             task_id=f"{ctx.run_id}-{dispatch}",
             queue=queue,
-            soft_time_limit=ctx.limits.soft_time_limit,
-            time_limit=ctx.limits.hard_time_limit,
+            # celery-types says int; Celery takes (and the pool enforces) float seconds.
+            soft_time_limit=ctx.limits.soft_time_limit,  # type: ignore[arg-type]
+            time_limit=ctx.limits.hard_time_limit,  # type: ignore[arg-type]
             # What Flower and task events show of the arguments: the run, never the context
             # (it carries the agent's input). Given here, Celery also skips repr()-ing it.
             argsrepr=f"('<context of run {ctx.run_id}>', {dispatch})", kwargsrepr="{}",
-            # kombu re-checks a queue's declaration on every publish (it copies the queue and
-            # its exchange to bind them, a visible share of each send; docs/benchmarks.md).
-            # Once a send from this process has declared the queue (workers declare theirs
-            # too, and Celery's queues are durable), the later ones skip the check.
-            **({"declare": []} if queue in self._declared else {}),
+            **declare,
             # What the task object's apply_async added from its own options: the task is
             # declared with ignore_result=True, and send_task does not look that up.
             ignore_result=True,

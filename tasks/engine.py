@@ -16,11 +16,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from agents.base import Agent, AgentError
 from agents.tools import Tool, ToolError
-from events.types import Event, EventType
-from factories.context import UserExecutionContext
+from domain.context import UserExecutionContext
+from domain.errors import Superseded
+from domain.events import Event, EventType
+from domain.status import RunStatus
 from runlane.engine_api import Control
-from storage.models import EXECUTING, RunStatus
-from storage.queries import Superseded
 from tasks.lifecycle import RunCancelled, RunTimedOut
 
 log = logging.getLogger(__name__)
@@ -29,19 +29,9 @@ log = logging.getLogger(__name__)
 class Emitter(Protocol):
     def emit(self, type: str, data: Any) -> Event: ...
 
-    def transition(
-        self, *, to: RunStatus, from_statuses: frozenset[RunStatus], event_type: str,
-        data: Any, **values: Any,
-    ) -> Event | None: ...
-
 
 class Observer(Protocol):
     def on_event(self, event: Event) -> None: ...
-
-
-class _Unchecked:
-    def check(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -71,7 +61,7 @@ class StepLimitExceeded(AgentError):
 class _AgentRunContext:
     """The RunContext handed to the agent: it can think and call tools, nothing else."""
 
-    def __init__(self, engine: "ExecutionEngine") -> None:
+    def __init__(self, engine: ExecutionEngine) -> None:
         self._engine = engine
 
     @property
@@ -96,14 +86,14 @@ class ExecutionEngine:
         *,
         emitter: Emitter,
         tools: Mapping[str, Tool],
-        control: Control | None = None,
+        control: Control,
         observers: Sequence[Observer] = (),
     ) -> None:
         self.ctx = ctx
         self.agent = agent
         self._emitter = emitter
         self._tools = tools
-        self._control = control or _Unchecked()
+        self._control = control
         self._observers = observers
         self._steps = 0
         self._calls = 0
@@ -133,11 +123,13 @@ class ExecutionEngine:
             raise AgentError(f"unknown tool {name!r}")
         self._calls += 1
         call_id = self._calls
-        self.emit(EventType.TOOL_EXECUTING, {"tool": name, "call_id": call_id, "arguments": arguments})
+        self.emit(EventType.TOOL_EXECUTING,
+                  {"tool": name, "call_id": call_id, "arguments": arguments})
         try:
             result = tool.function(**arguments)
         except (ToolError, TypeError) as exc:
-            self.emit(EventType.TOOL_COMPLETED, {"tool": name, "call_id": call_id, "error": str(exc)})
+            self.emit(EventType.TOOL_COMPLETED,
+                      {"tool": name, "call_id": call_id, "error": str(exc)})
             raise AgentError(f"tool {name} failed: {exc}") from None
         self.emit(EventType.TOOL_COMPLETED, {"tool": name, "call_id": call_id, "result": result})
         return result
@@ -181,9 +173,8 @@ class ExecutionEngine:
             data: dict[str, Any] = {"output": outcome.output}
         else:
             data = {"error": outcome.error}
-        event = self._emitter.transition(
-            to=outcome.status, from_statuses=EXECUTING,
-            event_type=_TERMINAL_EVENTS[outcome.status].value, data=data,
+        event = self._control.finish(
+            outcome.status, event_type=_TERMINAL_EVENTS[outcome.status].value, data=data,
             output=outcome.output, error=outcome.error,
         )
         if event is None:

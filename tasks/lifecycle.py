@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from domain.context import UserExecutionContext
+from domain.errors import Superseded
+from domain.events import Event, EventType
+from domain.status import EXECUTING, RunStatus
 from events.bridge import EventBridge
-from events.types import EventType
-from factories.context import UserExecutionContext
 from storage import queries
 from storage.db import Database
-from storage.models import EXECUTING, RunStatus
+from storage.runstate import RunStates
 
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 70  # exit status of a prefork child that ended its own run
@@ -148,6 +151,7 @@ class RunControl:
         watchdogs: Watchdog | None = None,
     ) -> None:
         self._db = db
+        self._states = RunStates(db)
         self.ctx = ctx
         self.attempt = attempt
         self._bridge = bridge
@@ -168,14 +172,14 @@ class RunControl:
         """Called by the engine at every step and tool call.
 
         Raises:
-            queries.Superseded: this attempt no longer holds the run.
+            Superseded: this attempt no longer holds the run.
             RunCancelled: the owner asked to cancel.
             RunTimedOut: the soft time limit has passed.
         """
         with self._db.session() as session:
             status = queries.run_status(session, self.ctx.user_id, self.ctx.run_id, self.attempt)
         if self.superseded or status not in {s.value for s in EXECUTING}:
-            raise queries.Superseded(self.ctx.run_id)
+            raise Superseded(self.ctx.run_id)
         if status == RunStatus.CANCELLING.value:
             raise RunCancelled("cancelled by its owner")
         if self.elapsed() > self.ctx.limits.soft_time_limit:
@@ -193,9 +197,8 @@ class RunControl:
             self._end("run was taken over by another attempt or finished elsewhere")
             return None
         try:
-            with self._db.session() as session:
-                held = queries.renew_lease(session, self.ctx.user_id, self.ctx.run_id,
-                                           self.attempt, self._interval)
+            held = self._states.renew_lease(self.ctx.user_id, self.ctx.run_id, self.attempt,
+                                            self._interval)
         except Exception:  # a failed renewal is retried; the lease has slack
             log.warning("lease renewal of run %s failed", self.ctx.run_id, exc_info=True)
             return self._next_renewal(due)
@@ -223,9 +226,19 @@ class RunControl:
         half = self._interval / 2
         return due + half * (1 + max(0.0, time.monotonic() - due) // half)
 
+    def finish(self, to: RunStatus, *, event_type: str, data: Any,
+               **values: Any) -> Event | None:
+        """The end of this attempt's run and its event (the engine's `Control.finish`)."""
+        event = self._states.finish(self.ctx.user_id, self.ctx.run_id, self.ctx.thread_id,
+                                    self.attempt, to=to, event_type=event_type, data=data,
+                                    **values)
+        if event is not None:
+            self._bridge.announce_change(event, to)
+        return event
+
     def _finish(self, status: RunStatus, event: EventType, reason: str) -> None:
-        self._bridge.transition(to=status, from_statuses=EXECUTING, event_type=event.value,
-                                data={"reason": reason}, error=reason)
+        """The watchdog's end of a run its agent does not end itself."""
+        self.finish(status, event_type=event.value, data={"reason": reason}, error=reason)
         self.superseded = True
         self._end(reason)
 

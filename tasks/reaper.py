@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from events.types import EventType
+from domain.events import EventType
+from domain.status import EXECUTING, RunStatus
 from factories.bridge import WebSocketBridgeFactory
 from runlane import logs, metrics
 from runlane.settings import Settings
 from storage import queries
 from storage.db import Database
-from storage.models import EXECUTING, WAITING, Run, RunStatus
+from storage.models import Run
+from storage.runstate import (
+    EXPIRE,
+    GIVE_UP,
+    REAP_CANCELLING,
+    REAP_PAST_DEADLINE,
+    Move,
+    RunStates,
+)
 from tasks.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,7 @@ class Reaper:
         bridges: WebSocketBridgeFactory,
     ) -> None:
         self._db = db
+        self._states = RunStates(db)
         self._settings = settings
         self._dispatcher = dispatcher
         self._bridges = bridges
@@ -55,7 +65,7 @@ class Reaper:
 
     def tick(self, now: datetime | None = None) -> int:
         """One pass; returns how many runs it moved."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         with self._db.session() as session:
             lapsed = queries.lapsed_leases(session, now)
             stale = queries.undispatched(
@@ -69,33 +79,37 @@ class Reaper:
                     moved += handle(run, now)
         return moved
 
-    def _end(self, run: Run, to: RunStatus, event: EventType, reason: str,
-             from_statuses: frozenset[RunStatus], now: datetime) -> bool:
-        bridge = self._bridges.for_run(run.owner_id, run.id, run.thread_id, attempt=run.attempt,
-                                       agent=run.agent)
+    def _end(self, run: Run, move: Move, to: RunStatus, event: EventType, reason: str,
+             now: datetime) -> bool:
         # Only an executing run holds a lease; its lapse is re-checked in the same UPDATE.
-        lease_before = now if from_statuses == EXECUTING else None
-        done = bridge.transition(to=to, from_statuses=from_statuses, event_type=event.value,
-                                 data={"reason": reason}, error=reason, lease_before=lease_before)
-        if done is not None:
-            log.warning("run %s ended %s by the reaper: %s", run.id, to.value, reason)
-            self._dispatcher.nudge(run.owner_id)
-        return done is not None
+        lease_before = now if move.sources <= EXECUTING else None
+        done = self._states.reap(run.owner_id, run.id, run.thread_id, move, to=to,
+                                 event_type=event.value, data={"reason": reason}, error=reason,
+                                 attempt=run.attempt if lease_before else None,
+                                 lease_before=lease_before)
+        if done is None:
+            return False
+        self._bridges.for_run(run.owner_id, run.id, run.thread_id, attempt=run.attempt,
+                              agent=run.agent).announce_change(done, to)
+        log.warning("run %s ended %s by the reaper: %s", run.id, to.value, reason)
+        self._dispatcher.nudge(run.owner_id)
+        return True
 
     def _lapsed(self, run: Run, now: datetime) -> bool:
+        """A run whose lease lapsed: its worker is gone. Decided on the row as read, and each
+        move re-checks the status it starts from, so a run that moved since (a cancel asked
+        for meanwhile) is left to the next pass."""
         if run.deadline_at is not None and now >= run.deadline_at:
-            return self._end(run, RunStatus.TIMED_OUT, EventType.AGENT_TIMED_OUT,
-                             "hard time limit passed (worker child killed)", EXECUTING, now)
+            return self._end(run, REAP_PAST_DEADLINE, RunStatus.TIMED_OUT,
+                             EventType.AGENT_TIMED_OUT,
+                             "hard time limit passed (worker child killed)", now)
         if run.status == RunStatus.CANCELLING.value:
-            return self._end(run, RunStatus.CANCELLED, EventType.AGENT_CANCELLED,
-                             "cancelled; its worker was lost", EXECUTING, now)
+            return self._end(run, REAP_CANCELLING, RunStatus.CANCELLED,
+                             EventType.AGENT_CANCELLED, "cancelled; its worker was lost", now)
         if run.attempt >= self._settings.max_attempts:
-            return self._end(run, RunStatus.FAILED, EventType.AGENT_FAILED,
-                             f"worker lost on each of {run.attempt} attempts", EXECUTING, now)
-        with self._db.session() as session:
-            moved = queries.transition(session, run.owner_id, run.id, to=RunStatus.RETRYING,
-                                       from_statuses=EXECUTING, attempt=run.attempt,
-                                       lease_before=now, lease_expires_at=None)
+            return self._end(run, GIVE_UP, RunStatus.FAILED, EventType.AGENT_FAILED,
+                             f"worker lost on each of {run.attempt} attempts", now)
+        moved = self._states.retry(run.owner_id, run.id, run.attempt, lease_before=now)
         if moved:
             metrics.run_status(RunStatus.RETRYING.value, run.agent)
             log.warning("run %s lost its worker (attempt %d); re-dispatching", run.id, run.attempt)
@@ -104,6 +118,6 @@ class Reaper:
 
     def _waiting(self, run: Run, now: datetime) -> bool:
         if now - run.created_at > timedelta(seconds=self._settings.max_queue_age):
-            return self._end(run, RunStatus.FAILED, EventType.AGENT_FAILED,
-                             f"not started within {self._settings.max_queue_age:g}s", WAITING, now)
+            return self._end(run, EXPIRE, RunStatus.FAILED, EventType.AGENT_FAILED,
+                             f"not started within {self._settings.max_queue_age:g}s", now)
         return self._dispatcher.redispatch(run.owner_id, run.id)

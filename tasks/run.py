@@ -7,11 +7,12 @@ from typing import Any
 
 from celery import shared_task
 
-from events.types import EventType
-from factories.context import UserExecutionContext, claimed_run_id
+from domain.context import UserExecutionContext
+from domain.errors import ContextTampered, MalformedContext, UnprocessableInput
+from domain.events import EventType
+from factories.context import claimed_run_id
 from runlane import logs, metrics
-from runlane.errors import ContextTampered, MalformedContext, UnprocessableInput
-from storage.queries import Claim
+from storage.runstate import Claim
 from tasks import worker
 from tasks.engine import started_data
 from tasks.lifecycle import RunControl
@@ -42,7 +43,7 @@ def _execute(
     settings = runtime.settings
     # The claim and the run's agent_started share one transaction (one commit fewer before
     # the first event); the event is published as soon as that commits.
-    claim, attempt, started_event = runtime.events.claim(
+    claim, attempt, started_event = runtime.states.claim(
         ctx.user_id, ctx.run_id, ctx.thread_id, dispatch=dispatch,
         max_running=settings.max_running_per_user, lease_seconds=settings.heartbeat_interval,
         hard_limit=ctx.limits.hard_time_limit, started_type=EventType.AGENT_STARTED.value,

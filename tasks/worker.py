@@ -14,9 +14,11 @@ from typing import Any
 from celery import signals
 
 from agents.tools import default_tools
+from domain.errors import RunlaneError
+from domain.events import EventType
+from domain.status import RunStatus
 from events.eventlog import EventLog
 from events.transport import RedisPublisher
-from events.types import EventType
 from factories import (
     AgentInstanceFactory,
     ContextSigner,
@@ -24,11 +26,10 @@ from factories import (
     WebSocketBridgeFactory,
 )
 from runlane import logs, metrics
-from runlane.errors import RunlaneError
 from runlane.settings import Settings, load
 from storage import queries
 from storage.db import Database
-from storage.models import ACTIVE, RunStatus
+from storage.runstate import RunStates
 from storage.schema import require_current_schema
 from tasks.dispatch import Dispatcher
 from tasks.engine import ExecutionEngine
@@ -44,6 +45,7 @@ class WorkerRuntime:
     signer: ContextSigner  # verifies this process's task messages
     db: Database
     events: EventLog
+    states: RunStates  # the one writer of a run's status
     publisher: RedisPublisher
     agents: AgentInstanceFactory
     bridges: WebSocketBridgeFactory
@@ -54,8 +56,8 @@ class WorkerRuntime:
     watchdogs: Watchdog = field(default_factory=Watchdog)  # this process's ticker
 
     @classmethod
-    def build(cls, settings: Settings, *, can_terminate: bool = False) -> "WorkerRuntime":
-        db = Database(settings.resolved_database_url())
+    def build(cls, settings: Settings, *, can_terminate: bool = False) -> WorkerRuntime:
+        db = Database(settings.resolved_database_url(), direct_sql=settings.direct_sql)
         publisher = RedisPublisher.from_url(settings.require_redis_url())
         events = EventLog(db)
         agents = AgentInstanceFactory.from_settings(settings)
@@ -65,6 +67,7 @@ class WorkerRuntime:
             signer=signer,
             db=db,
             events=events,
+            states=RunStates(db),
             publisher=publisher,
             agents=agents,
             bridges=WebSocketBridgeFactory(
@@ -84,9 +87,12 @@ class WorkerRuntime:
             run = queries.get_run_any_owner(session, run_id)
         if run is None:
             return
-        self.bridges.for_run(run.owner_id, run.id, run.thread_id, agent=run.agent).transition(
-            to=RunStatus.FAILED, from_statuses=ACTIVE, event_type=EventType.AGENT_FAILED.value,
-            data={"error": reason}, error=reason)
+        event = self.states.refuse(run.owner_id, run.id, run.thread_id,
+                                   event_type=EventType.AGENT_FAILED.value,
+                                   data={"error": reason}, error=reason)
+        if event is not None:
+            self.bridges.for_run(run.owner_id, run.id, run.thread_id,
+                                 agent=run.agent).announce_change(event, RunStatus.FAILED)
 
     def start_reaper(self) -> None:
         """Once per process: a second reaper thread would only double the database work."""

@@ -1,6 +1,8 @@
-"""Real services for every test that claims them: embedded redis-server, SQLite (or
+"""Real services for every test outside tests/unit: embedded redis-server, SQLite (or
 PostgreSQL when RUNLANE_TEST_DATABASE_URL says so), an in-process Celery worker that consumes
-from that Redis, and the app served on a loopback port."""
+from that Redis (celery.contrib.pytest's session worker, which the pytest-celery plugin
+registers), and the app served on a loopback port. Unit tests get none of them
+(tests/unit/conftest.py refuses them)."""
 from __future__ import annotations
 
 import logging
@@ -19,6 +21,11 @@ from runlane.settings import load
 from tests.support import User
 
 TEST_SECRET = "test-secret-" + "x" * 40
+UNIT = Path(__file__).parent / "unit"
+
+
+def is_unit(item: pytest.Item) -> bool:
+    return Path(str(item.fspath)).is_relative_to(UNIT)
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +50,19 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def services(request: pytest.FixtureRequest) -> None:
+    """`runlane_env` (and so Redis and the database) for a session that collected any test
+    outside tests/unit, before the first test; a session of unit tests alone starts nothing."""
+    if not all(is_unit(item) for item in request.session.items):
+        request.getfixturevalue("runlane_env")
+
+
+@pytest.fixture(scope="session")
 def runlane_env(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, database_url: str
 ) -> Iterator[dict[str, str]]:
-    """One environment for this process and every child it starts; nothing from the host leaks in."""
+    """One environment for this process and every child it starts; nothing from the host
+    leaks in."""
     instance = tmp_path_factory.mktemp("instance")
     env = {
         "REDIS_URL": redis_url,
@@ -60,30 +76,46 @@ def runlane_env(
     }
     with pytest.MonkeyPatch.context() as mp:
         for key in list(os.environ):
-            if key.startswith("RUNLANE_") and key not in env and not key.startswith("RUNLANE_TEST_"):
+            if (key.startswith("RUNLANE_") and key not in env
+                    and not key.startswith("RUNLANE_TEST_")):
                 mp.delenv(key)
         for key, value in env.items():
             mp.setenv(key, value)
         yield env
 
 
+# celery.contrib.pytest's fixtures, set up for Runlane's own app: `celery_session_worker`
+# is then a real worker thread pool in this process consuming the Redis broker.
 @pytest.fixture(scope="session")
-def runlane_worker(runlane_env: dict[str, str]) -> Iterator[object]:
-    """A real Celery worker in this process, consuming the Redis broker (never eager)."""
-    from celery.contrib.testing.worker import start_worker
-
+def celery_session_app(runlane_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The project's Celery app with its own configuration (celeryconfig.py reading
+    runlane_env), not the plugin's test app: never eager, the real broker."""
     import tasks
 
     assert not tasks.app.conf.task_always_eager
-    with start_worker(
-        tasks.app, pool="threads", concurrency=6, perform_ping_check=False,
-        loglevel="WARNING", shutdown_timeout=10,
-    ) as worker:
-        # The CLI worker starts its reaper on worker_ready, which the test controller never sends.
-        from tasks.worker import current
+    return tasks.app
 
-        current().start_reaper()
-        yield worker
+
+@pytest.fixture(scope="session")
+def celery_worker_pool() -> str:
+    return "threads"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, object]:
+    # No ping check: it waits for the ping task's result, and Runlane's app keeps no results.
+    return {"concurrency": 6, "perform_ping_check": False, "loglevel": "WARNING",
+            "shutdown_timeout": 10}
+
+
+@pytest.fixture(scope="session")
+def runlane_worker(celery_session_worker: object) -> object:
+    """The in-process worker with its reaper running: the CLI worker starts the reaper on
+    worker_ready, which the test controller never sends."""
+    from tasks.worker import current
+
+    current().start_reaper()
+    return celery_session_worker
 
 
 @pytest.fixture(scope="session")

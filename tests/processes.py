@@ -6,18 +6,45 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import requests
 
+from tests.support import wait_until
+
 
 def free_port() -> int:
+    """A loopback port nothing listens on right now (the one helper for this in tests/)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def until_serving(process: subprocess.Popen[bytes], url: str, log: Path, *,
+                  status: int | None = 200, timeout: float = 60) -> requests.Response:
+    """The first answer at `url` (with `status`, or any when None) of a process that is
+    starting up.
+
+    Raises:
+        RuntimeError: the process exited, or gave no such answer within `timeout` seconds;
+            with its log.
+    """
+    def answered() -> tuple[requests.Response] | None:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited ({process.returncode}):\n"
+                               f"{log.read_text()}")
+        try:
+            answer = requests.get(url, timeout=5)
+        except requests.RequestException:  # refused, or slow to answer while booting
+            return None
+        return (answer,) if status is None or answer.status_code == status else None
+
+    try:
+        return wait_until(answered, timeout, f"{url} answers", interval=0.1)[0]
+    except AssertionError:
+        raise RuntimeError(f"{url} did not answer {status or ''}:\n{log.read_text()}") from None
 
 
 def runlane_script() -> str:
@@ -53,15 +80,7 @@ def web_process(env: Mapping[str, str], log: Path) -> Iterator[str]:
                                    env=dict(env), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"web did not start:\n{log.read_text()}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:  # refused, or slow to answer while booting
-                time.sleep(0.1)
+        until_serving(process, f"{url}/healthz", log)
         yield url
     finally:
         stop(process)
@@ -81,12 +100,16 @@ def worker_process(
              "-n", f"{name}-{os.getpid()}@%h",
              "--without-mingle", "--without-gossip"],
             env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited ({process.returncode}):\n{log.read_text()}")
+        return "ready." in log.read_text()
+
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        try:
+            wait_until(ready, 60, "the worker is ready", interval=0.1)
+        except AssertionError:
+            raise RuntimeError(f"worker did not start:\n{log.read_text()}") from None
         yield process
     finally:
         stop(process)
@@ -96,8 +119,8 @@ class Stack:
     """An isolated deployment for one test: its own Redis, database, web and workers."""
 
     def __init__(self, workdir: Path, extra_env: Mapping[str, str] | None = None) -> None:
-        from runlane.embedded import EmbeddedRedis  # noqa: PLC0415
-        from storage.db import migrate  # noqa: PLC0415
+        from runlane.embedded import EmbeddedRedis
+        from storage.db import migrate
 
         self.workdir = workdir
         self.redis = EmbeddedRedis(workdir / "redis", port=free_port())
@@ -112,7 +135,8 @@ class Stack:
     def web(self) -> str:
         return self._exits.enter_context(web_process(self.env, self.workdir / "web.log"))
 
-    def worker(self, name: str, concurrency: int = 1, queues: str = "runlane") -> subprocess.Popen[bytes]:
+    def worker(self, name: str, concurrency: int = 1,
+               queues: str = "runlane") -> subprocess.Popen[bytes]:
         return self._exits.enter_context(
             worker_process(self.env, self.workdir / f"{name}.log", concurrency, name, queues))
 

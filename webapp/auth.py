@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
+from domain.errors import Unauthenticated
 from runlane import logs
-from runlane.errors import Unauthenticated
 from runlane.tokens import Principal, TokenVerifier
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    render_template,
+    request,
+    send_from_directory,
+)
 
 from webapp.apidoc import documented
 

@@ -41,8 +41,8 @@ class WebState:
     redis: redis.Redis
 
     @classmethod
-    def build(cls, settings: Settings) -> "WebState":
-        db = Database(settings.resolved_database_url())
+    def build(cls, settings: Settings) -> WebState:
+        db = Database(settings.resolved_database_url(), direct_sql=settings.direct_sql)
         agent_factory = AgentInstanceFactory.from_settings(settings)
         agents = agent_factory.registry
         client = redis.Redis.from_url(
@@ -75,7 +75,7 @@ class WebState:
             redis=client,
         )
 
-    def watch(self, user_id: str, run_id: str, after_seq: int = 0) -> "RunWatch":
+    def watch(self, user_id: str, run_id: str, after_seq: int = 0) -> RunWatch:
         """A RunWatch of one of `user_id`'s runs (use as a context manager)."""
         return RunWatch(router=self.router, log=self.events, user_id=user_id, run_id=run_id,
                         after_seq=after_seq, queue_size=self.settings.socket_queue_size)

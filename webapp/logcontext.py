@@ -15,8 +15,8 @@ import time
 
 from flask import Flask, Response, g, request
 
+from domain.ids import is_id
 from runlane import logs
-from runlane.ids import is_id
 from webapp.requests import request_id
 
 access = logging.getLogger("runlane.access")

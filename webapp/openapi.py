@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
-from runlane.ids import ID_PATTERN
+from domain.ids import ID_PATTERN
 from webapp.apidoc import OperationDoc, doc_of, documented
 from webapp.problems import PROBLEM_JSON
 from webapp.schemas import EventOut, Problem
@@ -37,8 +37,8 @@ TAGS = (
 _TAG_ORDER = {tag["name"]: index for index, tag in enumerate(TAGS)}
 _ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _STATIC = Path(__file__).with_name("static")
-_TITLES = {101: "Switching Protocols", 400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict",
-           410: "Gone", 413: "Payload too large", 422: "Unprocessable input",
+_TITLES = {101: "Switching Protocols", 400: "Bad request", 401: "Unauthorized", 404: "Not found",
+           409: "Conflict", 410: "Gone", 413: "Payload too large", 422: "Unprocessable input",
            429: "Too many requests", 503: "Service unavailable"}
 
 
@@ -128,7 +128,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                     content[kind] = {"schema": {"type": "string"}}
             responses[str(status)] = {"description": doc.summary, "content": content}
         for status in doc.errors:
-            responses[str(status)] = {"description": _TITLES.get(status, "Error"), "content": problem}
+            responses[str(status)] = {"description": _TITLES.get(status, "Error"),
+                                      "content": problem}
         for method in sorted(m for m in rule.methods or () if m not in ("HEAD", "OPTIONS")):
             operation: dict[str, Any] = {
                 "operationId": f"{rule.endpoint}.{method.lower()}".replace(".", "_"),

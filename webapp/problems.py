@@ -9,12 +9,36 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from runlane.errors import RunlaneError, TooManyRequests
+from domain.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RunlaneError,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+    UnprocessableInput,
+)
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 # Seconds a 503 asks the client to wait: the event router keeps reconnecting meanwhile.
 SERVICE_RETRY_AFTER = 2
+# The one place a domain error meets HTTP; anything not listed (a configuration error, a
+# context that failed to verify) is the server's fault: 500.
+HTTP_STATUS: dict[type[RunlaneError], int] = {
+    InvalidInput: 400, Unauthenticated: 401, NotFound: 404, Conflict: 409,
+    PayloadTooLarge: 413, UnprocessableInput: 422, TooManyRequests: 429, Unavailable: 503,
+}
+
+
+def http_status(exc: RunlaneError) -> int:
+    """The status of the nearest listed class in `exc`'s ancestry."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> Response:
@@ -39,14 +63,15 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 def init_app(app: Flask) -> None:
     @app.errorhandler(RunlaneError)
     def _runlane(exc: RunlaneError) -> Response:
-        if exc.status == 500:
+        status = http_status(exc)
+        if status == 500:
             # A bug or a misconfiguration: what it says is for the log, not for the client.
             log.error("internal error: %s", exc)
             return problem(500, "Internal error")
-        response = problem(exc.status, exc.title, exc.detail, **exc.extra)
+        response = problem(status, exc.title, exc.detail, **exc.extra)
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(exc.retry_after)
-        elif exc.status == 503:
+        elif status == 503:
             # Raised on purpose (the event stream is down): the client learns it may retry
             # and when, instead of a 500 that says nothing about whether its request counted.
             log.warning("unavailable: %s", exc)
@@ -73,5 +98,5 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         return problem(500, "Internal error", "the server failed to handle this request")

@@ -9,16 +9,18 @@ from typing import Any, TypeVar
 
 import redis
 from flask import current_app, g
-from redis.connection import Connection
 from werkzeug.exceptions import HTTPException
 
+from domain.errors import RunlaneError, TooManyRequests
 from runlane import metrics
-from runlane.errors import RunlaneError, TooManyRequests
+from runlane.redis_wire import ERRORS, Wire
 from webapp.auth import current_principal
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 WINDOW = 60  # seconds: limits are "per minute"
+# What reading the count may raise: a Redis or connection error, or a reply that is no count.
+_UNREAD: tuple[type[Exception], ...] = (*ERRORS, ValueError, TypeError)
 
 
 class Hit:
@@ -26,49 +28,48 @@ class Hit:
 
     A submission counts its hit before anything else, but needs the answer only before its
     first write; in between it parses and validates its body. Sending the count first and
-    reading it then lets that work overlap the Redis round trip (docs/benchmarks.md). Fails open: when Redis is unreachable nothing is counted
-    (delivery needs Redis anyway).
+    reading it then lets that work overlap the Redis round trip (docs/benchmarks.md): one
+    connection held from the send to the read, through `runlane/redis_wire.py`. Fails open:
+    when Redis is unreachable nothing is counted (delivery needs Redis anyway).
     """
 
     def __init__(self, client: redis.Redis, prefix: str, kind: str, user_id: str,
                  limit: int) -> None:
-        self._pool = client.connection_pool
         self._kind = kind
         self._limit = limit
         self._now = int(time.time())
-        self._connection: Connection | None = None
+        self._wire: Wire | None = None
         self._retry_after: int | None = None
         key = f"{prefix}:rl:{kind}:{user_id}:{self._now // WINDOW}"
         try:
-            connection = self._pool.get_connection()
-        except redis.RedisError as exc:
+            wire = Wire.borrow(client)
+        except ERRORS as exc:
             log.warning("rate limit not counted (%s)", exc)
             return
         try:
             # No MULTI/EXEC: INCR counts atomically on its own, the EXPIRE only bounds the
             # key's life.
-            connection.send_packed_command(connection.pack_commands(
-                [("INCR", key), ("EXPIRE", key, WINDOW + 5)]))
-        except (redis.RedisError, OSError) as exc:
-            self._release(connection, broken=True)
+            wire.send_all([("INCR", key), ("EXPIRE", key, WINDOW + 5)])
+        except ERRORS as exc:
+            wire.give_back(broken=True)
             log.warning("rate limit not counted (%s)", exc)
             return
-        self._connection = connection
+        self._wire = wire
 
     def retry_after(self) -> int | None:
         """Seconds until the window resets when over the limit, else None. Waits for the
         count the first time (if it has not arrived yet)."""
-        connection, self._connection = self._connection, None
-        if connection is None:
+        wire, self._wire = self._wire, None
+        if wire is None:
             return self._retry_after
         try:
-            count = int(connection.read_response())
-            connection.read_response()
-        except (redis.RedisError, OSError, ValueError) as exc:
-            self._release(connection, broken=True)
+            count = int(wire.read())
+            wire.read()
+        except _UNREAD as exc:
+            wire.give_back(broken=True)  # a half-read reply must not reach the next user
             log.warning("rate limit not counted (%s)", exc)
             return None
-        self._release(connection, broken=False)
+        wire.give_back()
         if count > self._limit:
             metrics.RATE_LIMITED.labels(kind=self._kind).inc()
             self._retry_after = WINDOW - self._now % WINDOW
@@ -79,11 +80,6 @@ class Hit:
         retry = self.retry_after()
         if retry is not None:
             raise TooManyRequests("too many submissions; slow down", retry_after=retry)
-
-    def _release(self, connection: Connection, *, broken: bool) -> None:
-        if broken:
-            connection.disconnect()  # a half-read reply must not reach the next user
-        self._pool.release(connection)
 
 
 def over_limit(client: redis.Redis, prefix: str, kind: str, user_id: str, limit: int) -> int | None:

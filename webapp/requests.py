@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 from pydantic import BaseModel
 
-from runlane.errors import InvalidInput
-from runlane.ids import ID_PATTERN, is_id
+from domain.errors import InvalidInput
+from domain.ids import ID_PATTERN, is_id
 from webapp.apidoc import doc_of
 
 M = TypeVar("M", bound=BaseModel)

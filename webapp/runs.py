@@ -6,28 +6,31 @@ import binascii
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy.exc import IntegrityError
 
 from agents.registry import AgentRegistry
-from events.types import EventType
-from factories.bridge import WebSocketBridgeFactory
-from factories.context import UserExecutionContext
-from runlane import logs, metrics
-from runlane.errors import (
+from domain.context import UserExecutionContext
+from domain.errors import (
     Conflict,
     InvalidInput,
     NotFound,
     TooManyRequests,
     UnprocessableInput,
 )
-from runlane.ids import is_id
+from domain.events import EventType
+from domain.ids import is_id
+from domain.status import WAITING, RunStatus
+from factories.bridge import WebSocketBridgeFactory
+from runlane import logs, metrics
 from storage import queries
 from storage.db import Database
-from storage.models import WAITING, Run, RunStatus, utcnow
+from storage.models import Run
+from storage.prepared import Executor
+from storage.runstate import RunStates
 from tasks.dispatch import Dispatcher
 from webapp.schemas import RunPage, RunResource
 
@@ -67,7 +70,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(created)
         if moment.tzinfo is None:  # every cursor we issue carries its zone
             raise ValueError("naive timestamp")
-        moment.astimezone(timezone.utc)  # what the database is given: it must exist
+        moment.astimezone(UTC)  # what the database is given: it must exist
     except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error):
         raise InvalidInput("malformed cursor") from None
     if not is_id(run_id):
@@ -83,6 +86,7 @@ class RunService:
         bridges: WebSocketBridgeFactory, max_queued: int,
     ) -> None:
         self._db = db
+        self._states = RunStates(db)
         self._agents = agents
         self._dispatcher = dispatcher
         self._bridges = bridges
@@ -153,7 +157,7 @@ class RunService:
                     if active:
                         raise Conflict(f"thread {ctx.thread_id} has an active run",
                                        active_runs=active)
-                if not queries.create_run(
+                if not RunStates.create(
                     session, ctx.user_id, run_id=ctx.run_id, thread_id=ctx.thread_id,
                     agent=ctx.agent, input=ctx.input, metadata=metadata or {},
                     request_id=ctx.request_id, created_at=ctx.created_at,
@@ -178,7 +182,7 @@ class RunService:
             finished_at=None, last_seq=0,
         ), False
 
-    def _check_queued(self, session: queries.Executor, owner_id: str) -> None:
+    def _check_queued(self, session: Executor, owner_id: str) -> None:
         if queries.count_waiting(session, owner_id) >= self._max_queued:
             raise self._too_many()
 
@@ -202,7 +206,7 @@ class RunService:
         return self.get(owner_id, run_id)
 
     def _cancel(self, owner_id: str, run_id: str, *, missing_ok: bool = False) -> None:
-        for _ in range(3):  # the run may move while we look; each step is conditional
+        for _ in range(3):  # the run may move while we look; each move is conditional
             with self._db.session() as session:
                 run = queries.get_run(session, owner_id, run_id)
                 if run is None:
@@ -210,25 +214,22 @@ class RunService:
                         return
                     raise NotFound(f"no run {run_id}")
                 status, thread_id, agent = RunStatus(run.status), run.thread_id, run.agent
-                if status is RunStatus.CANCELLED or (status.terminal and missing_ok):
-                    return  # cancelling twice is harmless
-                if status.terminal:
-                    raise Conflict(f"run already {status.value}", run_status=status.value)
-                if status is RunStatus.RUNNING and queries.transition(
-                    session, owner_id, run_id, to=RunStatus.CANCELLING,
-                    from_statuses=frozenset({RunStatus.RUNNING}), cancel_requested_at=utcnow(),
-                ):
-                    return
+            if status is RunStatus.CANCELLED or (status.terminal and missing_ok):
+                return  # cancelling twice is harmless
+            if status.terminal:
+                raise Conflict(f"run already {status.value}", run_status=status.value)
             if status is RunStatus.CANCELLING:
+                return
+            if status is RunStatus.RUNNING and self._states.request_cancel(owner_id, run_id):
                 return
             if status in WAITING:
                 reason = "cancelled before it started"
-                event = self._bridges.for_run(owner_id, run_id, thread_id, agent=agent).transition(
-                    to=RunStatus.CANCELLED, from_statuses=WAITING,
-                    event_type=EventType.AGENT_CANCELLED.value, data={"reason": reason},
-                    error=reason,
-                )
+                event = self._states.cancel_waiting(
+                    owner_id, run_id, thread_id, event_type=EventType.AGENT_CANCELLED.value,
+                    data={"reason": reason}, error=reason)
                 if event is not None:
+                    self._bridges.for_run(owner_id, run_id, thread_id,
+                                          agent=agent).announce_change(event, RunStatus.CANCELLED)
                     self._dispatcher.nudge(owner_id)  # runs queued behind it may start now
                     return
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from domain.events import Event
 from events.eventlog import EventLog
-from events.types import Event
 
 Scope = Literal["run", "thread", "user"]
 PAGE = 256  # events per read, at most (the writer may ask for fewer)

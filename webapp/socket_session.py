@@ -17,9 +17,9 @@ import json
 from collections import OrderedDict
 from typing import Any, ClassVar
 
+from domain.events import MAX_CURSOR, MAX_SEQ
+from domain.ids import ID_PATTERN, is_id
 from events.eventlog import EventLog
-from events.types import MAX_CURSOR, MAX_SEQ
-from runlane.ids import ID_PATTERN, is_id
 from storage import queries
 from storage.db import Database
 from webapp.socket_replay import PAGE, Replay
@@ -83,10 +83,12 @@ class SocketSession:
         """Whether sending this live event may first need the log: a jump past the next seq,
         or a run's first event here that is not its first and was logged since the socket's
         floor (its predecessors may have been too, and their publishes lost)."""
+        seq: int = event["seq"]
+        cursor: int = event["cursor"]
         last = self._last_sent(event["run_id"])
         if last is None:
-            return event["seq"] > 1 and event["cursor"] > self._fill_floor() + 1
-        return event["seq"] > last + 1
+            return seq > 1 and cursor > self._fill_floor() + 1
+        return seq > last + 1
 
     def _remember(self, run_id: str, seq: int, cursor: int) -> None:
         if self._sent is None:

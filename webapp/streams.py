@@ -14,17 +14,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from domain.errors import Unavailable
+from domain.events import MAX_SEQ, TERMINAL_TYPES
 from events.eventlog import EventLog
 from events.router import TICK, SocketRouter
 from events.sink import SocketSink
-from events.types import MAX_SEQ, TERMINAL_TYPES
-from runlane.errors import RunlaneError
 
 
-class StreamUnavailable(RunlaneError):
+class StreamUnavailable(Unavailable):
     """The process could not subscribe to the event stream (Redis unreachable)."""
 
-    status = 503
     title = "Event stream unavailable"
 
 
@@ -44,7 +43,7 @@ class RunWatch:
         self._queue_size = queue_size
         self._sink: SocketSink | None = None
 
-    def __enter__(self) -> "RunWatch":
+    def __enter__(self) -> RunWatch:
         # The tail check's start, given before the sink is attached (older events are read
         # from the log by the watch itself).
         self._sink = self._attach(self._log.last_cursor(self.user_id))
@@ -136,4 +135,5 @@ def sse_frames(events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
         if event is None:
             yield ": keep-alive\n\n"
             continue
-        yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+        data = json.dumps(event, separators=(",", ":"))
+        yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"

@@ -12,18 +12,8 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, request
 
-from factories.adapter import (
-    FactoryAdapter,
-    V1Execute,
-    V1ExecuteFinished,
-    V1ExecutePending,
-    V1Message,
-    V1RunAgent,
-    V1Started,
-    V1State,
-    V1Status,
-    V1ThreadRuns,
-)
+import webapp.v1_models as v1_models
+from factories.adapter import FactoryAdapter
 from webapp.apidoc import Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
@@ -36,6 +26,17 @@ from webapp.requests import (
     parse_body,
     query_int,
     request_id,
+)
+from webapp.v1_models import (
+    V1Execute,
+    V1ExecuteFinished,
+    V1ExecutePending,
+    V1Message,
+    V1RunAgent,
+    V1Started,
+    V1State,
+    V1Status,
+    V1ThreadRuns,
 )
 from webapp.v2 import sse_response
 
@@ -94,7 +95,7 @@ def execute() -> Response:
         adapter.submit(ctx, "execute", admit_submission)
         remaining = max(0.0, body.timeout - (time.monotonic() - started))
         events = [e for e in watch.events(timeout=remaining) if e is not None]
-    answer = adapter.execute_answer(st.runs.get(user, ctx.run_id), events)
+    answer = v1_models.execute_answer(st.runs.get(user, ctx.run_id), events)
     return _json(answer, 200 if isinstance(answer, V1ExecuteFinished) else 202)
 
 
@@ -125,7 +126,7 @@ def _start(text: str, thread_id: str | None, route: str) -> Response:
     adapter = _adapter()
     ctx = adapter.context(user_id=current_principal().user_id, request_id=request_id(),
                           text=text, thread_id=thread_id)
-    return _json(adapter.started(adapter.submit(ctx, route, admit_submission)))
+    return _json(v1_models.started(adapter.submit(ctx, route, admit_submission)))
 
 
 @bp.post("/stream")
@@ -157,7 +158,7 @@ def stream() -> Response:
 @require_principal
 def run_status(run_id: str) -> Response:
     run = state().runs.get(current_principal().user_id, checked_id(run_id, "run_id"))
-    return _json(_adapter().status(run))
+    return _json(v1_models.status(run))
 
 
 @bp.get("/<run_id>/state")
@@ -167,7 +168,7 @@ def run_status(run_id: str) -> Response:
 @require_principal
 def run_state(run_id: str) -> Response:
     run = state().runs.get(current_principal().user_id, checked_id(run_id, "run_id"))
-    return _json(_adapter().state(run))
+    return _json(v1_models.state(run))
 
 
 @bp.get("/thread/<thread_id>/runs")
@@ -182,7 +183,7 @@ def thread_runs(thread_id: str) -> Response:
     thread_id = checked_id(thread_id, "thread_id")
     limit = query_int("limit", 20, low=1, high=st.settings.runs_page_max)
     page = st.runs.list(current_principal().user_id, thread_id, limit=limit, cursor=None)
-    return _json(_adapter().thread_runs(thread_id, page.items))
+    return _json(v1_models.thread_runs(thread_id, page.items))
 
 
 @bp.after_request

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 
-from events.types import MAX_SEQ
-from factories.context import UserExecutionContext
+from domain.context import UserExecutionContext
+from domain.events import MAX_SEQ
 from webapp.apidoc import COMMON_ERRORS, Param, documented
 from webapp.auth import current_principal, require_principal
 from webapp.extensions import state
@@ -86,8 +86,8 @@ def sse_response(watch: RunWatch, timeout: float) -> Response:
             errors=(400, 401, 404, 409, 413, 422, 429),
             description="202: a new run. 200: the run created earlier with the same "
                         "idempotency_key. 409: `reject` strategy and the thread is busy. "
-                        "429: too many of your runs are waiting, or too many submissions per minute "
-                        "(see Retry-After).")
+                        "429: too many of your runs are waiting, or too many submissions per "
+                        "minute (see Retry-After).")
 @require_principal
 @limit_submissions
 def submit_run(thread_id: str) -> Response:
@@ -97,7 +97,7 @@ def submit_run(thread_id: str) -> Response:
     ctx = UserExecutionContext(
         user_id=current_principal().user_id, thread_id=thread_id, run_id=uuid.uuid4().hex,
         request_id=request_id(), agent=body.agent, input=body.input,
-        created_at=datetime.now(timezone.utc), limits=st.agent_factory.limits(body.agent),
+        created_at=datetime.now(UTC), limits=st.agent_factory.limits(body.agent),
     )
     run, replayed = st.runs.submit(ctx, body.metadata, idempotency_key=body.idempotency_key,
                                    strategy=body.multitask_strategy, admit=admit_submission)

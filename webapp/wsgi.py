@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from domain.errors import RunlaneError
 from runlane import logs
-from runlane.errors import RunlaneError
 from runlane.settings import load
 from webapp import create_app
 

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import FrameReader, raise_fd_limit, read_ready, ws_connect  # noqa: E402
+from common import FrameReader, raise_fd_limit, read_ready, ws_connect
 
 LANES = 8  # parallel submitters per process; each sends its share of the schedule
 IDLE_RECONNECT = 3.0  # seconds; gunicorn closes kept-alive connections idle for 5

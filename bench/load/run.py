@@ -94,7 +94,8 @@ def mint_tokens(users: list[str]) -> dict[str, str]:
     return {u: verifier.issue(u) for u in users}
 
 
-def read_last_seqs(url: str, submissions: list[dict[str, Any]], tokens: dict[str, str]) -> dict[str, int]:
+def read_last_seqs(url: str, submissions: list[dict[str, Any]],
+                   tokens: dict[str, str]) -> dict[str, int]:
     """Each accepted run's `last_seq`, read by its owner over HTTP after the test."""
 
     def one(s: dict[str, Any]) -> tuple[str, int]:
@@ -209,8 +210,10 @@ def main() -> int:
                 [[f["offered_per_s"], f["submitted_per_s"], f["completed_per_s"], f["rejected"],
                   f["submit_to_202_ms"]["p50"], *f["submit_to_started_ms"].values(),
                   *f["submit_to_completed_ms"].values()] for f in figures])
-    print(f"runs accepted {checked['runs']}, complete and in order {checked['complete_in_order']}, "
-          f"foreign frames {len(checked['foreign_frames'])}, sockets closed {len(closed)}: {verdict}")
+    print(f"runs accepted {checked['runs']}, "
+          f"complete and in order {checked['complete_in_order']}, "
+          f"foreign frames {len(checked['foreign_frames'])}, "
+          f"sockets closed {len(closed)}: {verdict}")
     if not args.no_chart:
         chart(figures, Path(args.chart),
               f"Runlane, {args.users} users, {args.agent}; {machine()['cpus']} cores, "

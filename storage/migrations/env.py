@@ -7,7 +7,8 @@ from storage.db import make_engine
 from storage.models import Base
 
 config = context.config
-engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url") or "")
+engine = config.attributes.get("engine") or make_engine(
+    config.get_main_option("sqlalchemy.url") or "")
 
 with engine.connect() as connection:
     sqlite = connection.dialect.name == "sqlite"

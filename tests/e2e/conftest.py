@@ -5,9 +5,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import pytest
 import requests
 
 from tests.processes import free_port, runlane_script
-
-PG_ADMIN_URL = os.environ.get("RUNLANE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support import postgres_database, wait_until
 
 
 def descendants(pid: int) -> set[int]:
@@ -74,32 +72,19 @@ class Deployment:
         return self.process.wait(timeout)
 
 
-def postgres_database() -> Iterator[str | None]:
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=2)
-    except Exception:  # noqa: BLE001 - no PostgreSQL here
-        yield None
-        return
-    name = f"runlane_e2e_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
-    env = clean_env(tmp_path)
-    pg = postgres_database()
-    if request.param == "postgresql":
-        url = next(pg)
-        if url is None:
-            pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL}")
-        env["DATABASE_URL"] = url
+    with ExitStack() as stack:
+        env = clean_env(tmp_path)
+        if request.param == "postgresql":
+            url = stack.enter_context(postgres_database("runlane_e2e"))
+            if url is None:
+                pytest.skip("no PostgreSQL reachable")
+            env["DATABASE_URL"] = url
+        yield from _deployment(tmp_path, env)
+
+
+def _deployment(tmp_path: Path, env: dict[str, str]) -> Iterator[Deployment]:
     port = free_port()
     log = tmp_path / "up.log"
     with log.open("wb") as out:
@@ -108,14 +93,15 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     dep = Deployment(f"http://127.0.0.1:{port}", tmp_path, env, process, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if process.poll() is not None:
             pytest.fail(f"runlane up exited early:\n{log.read_text()}")
-        if "Runlane is up at" in log.read_text():
-            break
-        time.sleep(0.2)
-    else:
+        return "Runlane is up at" in log.read_text()
+
+    try:
+        wait_until(up, 90, "runlane up is up", interval=0.2)
+    except AssertionError:
         process.kill()
         pytest.fail(f"runlane up did not come up:\n{log.read_text()}")
     try:
@@ -135,4 +121,3 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         for pid in children:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        next(pg, None)

@@ -24,7 +24,7 @@ from tests.support import User
 
 pytest.importorskip("playwright.sync_api",
                     reason="playwright is not installed: pip install -e '.[test]'")
-from playwright.sync_api import (  # noqa: E402
+from playwright.sync_api import (
     Browser,
     Page,
     WebSocketRoute,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import requests
 from runlane.embedded import EmbeddedRedis
 from tests.e2e.conftest import clean_env
 from tests.processes import free_port, runlane_script
-from tests.support import User
+from tests.support import User, wait_until
 
 FOREIGN_TASKS = '''
 from pathlib import Path
@@ -93,11 +92,11 @@ def test_runlane_up_in_a_folder_with_its_own_tasks_and_celeryconfig_runs_runlane
         process = subprocess.Popen([runlane_script(), "up", "--port", str(port)], cwd=project,
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while "Runlane is up at" not in log.read_text():
+        def up() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+            return "Runlane is up at" in log.read_text()
+
+        wait_until(up, 90, "runlane up is up", interval=0.2)
         token = subprocess.run([runlane_script(), "token", "--user", "alice"], cwd=project,
                                env=env, capture_output=True, text=True, timeout=30, check=True)
         alice = User("alice", token.stdout.strip(), f"http://127.0.0.1:{port}")

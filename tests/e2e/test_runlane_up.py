@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 from tests.e2e.conftest import alive, descendants
-from tests.support import User, assert_consecutive
+from tests.support import User, assert_consecutive, wait_until
 
 
 def test_two_users_stream_their_own_runs_and_ctrl_c_leaves_no_process(deployment):
@@ -35,7 +34,7 @@ def test_two_users_stream_their_own_runs_and_ctrl_c_leaves_no_process(deployment
         assert not {e["run_id"] for e in events} & set(runs[other])
         for run_id in runs[user.user_id]:
             mine = assert_consecutive(events, run_id)
-            assert [e["type"] for e in mine][0] == "agent_started"
+            assert mine[0]["type"] == "agent_started"
             assert mine[-1]["type"] == "agent_completed"
             state = user.get(f"/api/agents/v2/{run_id}/state").json()
             assert state["status"] == "completed"
@@ -52,16 +51,10 @@ def test_two_users_stream_their_own_runs_and_ctrl_c_leaves_no_process(deployment
     assert "/api/agents/v2/thread/thread-0/runs" in log  # requests are logged ...
     assert alice.token not in log and bob.token not in log  # ... tokens never
     assert deployment.stop(signal.SIGINT) == 0
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in children if alive(pid)]
+    wait_until(lambda: not [pid for pid in children if alive(pid)], 10, "every child ended")
 
 
 def test_sigterm_stops_runlane_up_and_every_child(deployment):
     children = descendants(deployment.process.pid)
     assert deployment.stop(signal.SIGTERM) == 0
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in children if alive(pid)]
+    wait_until(lambda: not [pid for pid in children if alive(pid)], 10, "every child ended")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,16 +19,10 @@ import requests
 
 from tests.e2e.conftest import alive, clean_env, descendants
 from tests.processes import free_port, runlane_script, stop
-from tests.support import User
+from tests.support import User, wait_until
 
-
-def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
+# Celery's consumer, after its second failed reconnect: "Trying again in 4.00 seconds... (2/100)"
+RECONNECT_FAILED_TWICE = re.compile(r"Trying again .*\(2/\d+\)")
 
 
 def cmdline(pid: int) -> str:
@@ -132,7 +127,10 @@ def test_runlane_up_keeps_serving_after_its_redis_restarts_mid_run(tmp_path):
             assert redis_server.process is not None
             redis_server.process.kill()
             redis_server.process.wait()
-            time.sleep(5)  # the outage of the report
+            # The outage of the report (5 s): long enough that the worker's reconnects fail
+            # twice (Celery retries after 0, 2, 4, ... s), which is what must not end it.
+            wait_until(lambda: RECONNECT_FAILED_TWICE.search(up.text()), 30,
+                       "the worker failed to reconnect twice")
             redis_server.start()
             back = time.monotonic()
             assert alice.wait_for_state(run, {"completed", "failed", "timed_out"},
@@ -172,7 +170,7 @@ def _mk(path: Path) -> Path:
 
 
 class _Answering(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"someone else")
@@ -260,8 +258,9 @@ def test_the_metrics_folder_stays_bounded_as_web_workers_are_replaced(tmp_path):
             assert requests.get(f"{base}/api/agents/r1/status", timeout=5).status_code == 401
             worker = wait_until(lambda: direct_children(web.pid), 30, "a gunicorn worker")[0]
             os.kill(worker, signal.SIGKILL)
-            wait_until(lambda: direct_children(web.pid) and worker not in direct_children(web.pid)
-                       and serving(), 60, "a new gunicorn worker serves")
+            wait_until(lambda killed=worker: direct_children(web.pid)
+                       and killed not in direct_children(web.pid) and serving(),
+                       60, "a new gunicorn worker serves")
             sizes.append(len(list(metrics_dir.glob("*.db"))))
         assert sizes[-1] <= sizes[0], sizes  # the dead workers' files are folded, not kept
         scrape = requests.get(f"{base}/metrics", timeout=5).text

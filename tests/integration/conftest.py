@@ -1,34 +1,30 @@
-"""Fixtures for the tests that need PostgreSQL itself (row locks, server connections), not
-whichever database the suite runs on."""
+"""Fixtures for the tests that talk to a database directly: the suite's own (`db`), and
+PostgreSQL itself (row locks, server connections) rather than whichever database the suite
+runs on (`postgres_url`)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
-from storage.db import make_engine, migrate
+from storage.db import Database, migrate
+from tests.support import find_postgres
 
-MACHINE_POSTGRES = "postgresql://postgres@127.0.0.1/test"
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The suite's database (migrated), through a Database of this test's own."""
+    database = Database(database_url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """RUNLANE_TEST_DATABASE_URL when it names a PostgreSQL, else the one this project's
-    machines run (127.0.0.1:5432, database `test`), migrated; the test is skipped when there
-    is none."""
-    url = os.environ.get("RUNLANE_TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        url = MACHINE_POSTGRES
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except OperationalError:
+def postgres_url() -> str:
+    """The PostgreSQL server tests.support.find_postgres() names, migrated; the test is
+    skipped when there is none."""
+    url = find_postgres()
+    if url is None:
         pytest.skip("no PostgreSQL to run against")
-    finally:
-        engine.dispose()
     migrate(url)
-    yield url
+    return url

@@ -12,11 +12,12 @@ import requests
 import websocket
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from runlane.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from tests.support import EventSocket
 
 NOW = int(time.time())
-CLAIMS = {"sub": "carol", "iss": "runlane", "aud": "runlane", "iat": NOW, "nbf": NOW, "exp": NOW + 600}
+CLAIMS = {"sub": "carol", "iss": "runlane", "aud": "runlane",
+          "iat": NOW, "nbf": NOW, "exp": NOW + 600}
 K1, K2 = "rotation-one-" + "a" * 40, "rotation-two-" + "b" * 40
 
 
@@ -55,10 +56,13 @@ def test_rs256_and_es256_tokens_verify_against_a_jwks_file(server_with, tmp_path
     path.write_text(json.dumps({"keys": [_jwk(rsa_key.public_key(), "rsa1", "RS256"),
                                          _jwk(ec_key.public_key(), "ec1", "ES256")]}))
     base = server_with(jwt_jwks_file=path)
-    assert status(base, jwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "rsa1"})) == 200
-    assert status(base, jwt.encode(CLAIMS, ec_key, algorithm="ES256", headers={"kid": "ec1"})) == 200
+    rsa_token = jwt.encode(CLAIMS, rsa_key, algorithm="RS256", headers={"kid": "rsa1"})
+    assert status(base, rsa_token) == 200
+    ec_token = jwt.encode(CLAIMS, ec_key, algorithm="ES256", headers={"kid": "ec1"})
+    assert status(base, ec_token) == 200
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert status(base, jwt.encode(CLAIMS, stranger, algorithm="RS256", headers={"kid": "rsa1"})) == 401
+    stranger_token = jwt.encode(CLAIMS, stranger, algorithm="RS256", headers={"kid": "rsa1"})
+    assert status(base, stranger_token) == 401
     # Algorithm confusion: an HS256 token naming the RSA key's kid must not pass.
     hs_with_rsa_kid = jwt.encode(CLAIMS, "x" * 40, algorithm="HS256", headers={"kid": "rsa1"})
     assert status(base, hs_with_rsa_kid) == 401
@@ -156,7 +160,7 @@ def test_es256_tokens_verify_against_a_jwks_url(server_with):
     body = json.dumps({"keys": [_jwk(key.public_key(), "url1", "ES256")]}).encode()
 
     class JWKS(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -169,9 +173,11 @@ def test_es256_tokens_verify_against_a_jwks_url(server_with):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = server_with(jwt_jwks_url=f"http://127.0.0.1:{server.server_port}/jwks.json")
-        assert status(base, jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})) == 200
+        good = jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})
+        assert status(base, good) == 200
         other = ec.generate_private_key(ec.SECP256R1())
-        assert status(base, jwt.encode(CLAIMS, other, algorithm="ES256", headers={"kid": "url1"})) == 401
+        forged = jwt.encode(CLAIMS, other, algorithm="ES256", headers={"kid": "url1"})
+        assert status(base, forged) == 401
     finally:
         server.shutdown()
 
@@ -190,7 +196,7 @@ class _JWKSServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 outer.requests += 1
                 if outer.hanging.is_set():
                     outer.released.wait(60)
@@ -249,7 +255,8 @@ def test_a_known_kid_keeps_verifying_while_the_jwks_url_hangs(server_with):
     jwks = _JWKSServer(json.dumps({"keys": [_jwk(key.public_key(), "url1", "ES256")]}).encode())
     try:
         base = server_with(jwt_jwks_url=jwks.url)
-        assert status(base, jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})) == 200
+        good = jwt.encode(CLAIMS, key, algorithm="ES256", headers={"kid": "url1"})
+        assert status(base, good) == 200
         fetched = jwks.requests
         jwks.hanging.set()
         code, took = _timed_status(base, jwt.encode(CLAIMS | {"sub": "nobody"}, key,

@@ -9,26 +9,20 @@ from typing import Any
 
 import pytest
 
+from domain.status import RunStatus
 from events.eventlog import EventLog
 from storage import queries
 from storage.db import Database
-from storage.models import EXECUTING, RunStatus
+from storage.runstate import Claim, RunStates
 
 STARTED = "agent_started"
-
-
-@pytest.fixture
-def db(database_url: str) -> Any:
-    database = Database(database_url)
-    yield database
-    database.dispose()
 
 
 def submit(db: Database, owner: str, thread: str = "t", *, created: datetime | None = None,
            input: Any = None, metadata: dict[str, Any] | None = None) -> str:
     run_id = uuid.uuid4().hex
     with db.transaction() as connection:
-        assert queries.create_run(
+        assert RunStates.create(
             connection, owner, run_id=run_id, thread_id=thread, agent="echo", input=input,
             metadata=metadata or {}, request_id="req", created_at=created or datetime.now(UTC),
             max_waiting=100)
@@ -36,10 +30,15 @@ def submit(db: Database, owner: str, thread: str = "t", *, created: datetime | N
 
 
 def claim(db: Database, owner: str, run_id: str, *, dispatch: int | None = 1,
-          max_running: int = 4, thread: str = "t") -> tuple[queries.Claim, int, Any]:
-    return EventLog(db).claim(
+          max_running: int = 4, thread: str = "t") -> tuple[Claim, int, Any]:
+    return RunStates(db).claim(
         owner, run_id, thread, dispatch=dispatch, max_running=max_running, lease_seconds=30,
         hard_limit=60, started_type=STARTED, started_data=lambda attempt: {"attempt": attempt})
+
+
+def finish(db: Database, owner: str, run_id: str, thread: str = "t") -> Any:
+    return RunStates(db).finish(owner, run_id, thread, 1, to=RunStatus.COMPLETED,
+                                event_type="agent_completed", data={})
 
 
 def owner() -> str:
@@ -50,7 +49,7 @@ def test_a_free_run_is_claimed_with_its_first_event_numbered_and_logged(db: Data
     alice = owner()
     run_id = submit(db, alice)
     outcome, attempt, event = claim(db, alice, run_id)
-    assert (outcome, attempt) == (queries.Claim.CLAIMED, 1)
+    assert (outcome, attempt) == (Claim.CLAIMED, 1)
     assert (event.type, event.seq, event.data) == (STARTED, 1, {"attempt": 1})
     with db.session() as session:
         run = queries.get_run(session, alice, run_id)
@@ -66,38 +65,36 @@ def test_a_free_run_is_claimed_with_its_first_event_numbered_and_logged(db: Data
 def test_a_second_delivery_of_the_same_message_is_stale(db: Database) -> None:
     alice = owner()
     run_id = submit(db, alice)
-    assert claim(db, alice, run_id)[0] is queries.Claim.CLAIMED
-    assert claim(db, alice, run_id)[0] is queries.Claim.STALE
+    assert claim(db, alice, run_id)[0] is Claim.CLAIMED
+    assert claim(db, alice, run_id)[0] is Claim.STALE
 
 
 def test_an_outdated_dispatch_token_is_stale(db: Database) -> None:
     alice = owner()
     run_id = submit(db, alice)  # dispatch 1
-    assert claim(db, alice, run_id, dispatch=2)[0] is queries.Claim.STALE
-    assert claim(db, alice, run_id, dispatch=1)[0] is queries.Claim.CLAIMED
+    assert claim(db, alice, run_id, dispatch=2)[0] is Claim.STALE
+    assert claim(db, alice, run_id, dispatch=1)[0] is Claim.CLAIMED
 
 
 def test_another_owners_run_is_stale_and_untouched(db: Database) -> None:
     alice, mallory = owner(), owner()
     run_id = submit(db, alice)
-    assert claim(db, mallory, run_id)[0] is queries.Claim.STALE
-    assert claim(db, alice, run_id)[0] is queries.Claim.CLAIMED
+    assert claim(db, mallory, run_id)[0] is Claim.STALE
+    assert claim(db, alice, run_id)[0] is Claim.CLAIMED
 
 
 def test_a_user_at_the_running_limit_is_blocked_and_marked(db: Database) -> None:
     alice = owner()
     first = submit(db, alice, thread="a")
     second = submit(db, alice, thread="b")
-    assert claim(db, alice, first, max_running=1, thread="a")[0] is queries.Claim.CLAIMED
+    assert claim(db, alice, first, max_running=1, thread="a")[0] is Claim.CLAIMED
     outcome, attempt, event = claim(db, alice, second, max_running=1, thread="b")
-    assert (outcome, attempt, event) == (queries.Claim.BLOCKED, 0, None)
+    assert (outcome, attempt, event) == (Claim.BLOCKED, 0, None)
     with db.transaction() as connection:
         assert queries.next_blocked(connection, alice, 4) == [second]
     # The first run ends: the blocked one is claimable now, and no longer marked.
-    with db.transaction() as connection:
-        assert queries.transition(connection, alice, first, to=RunStatus.COMPLETED,
-                                  from_statuses=EXECUTING, attempt=1)
-    assert claim(db, alice, second, max_running=1, thread="b")[0] is queries.Claim.CLAIMED
+    assert finish(db, alice, first) is not None
+    assert claim(db, alice, second, max_running=1, thread="b")[0] is Claim.CLAIMED
     with db.transaction() as connection:
         assert queries.next_blocked(connection, alice, 4) == []
 
@@ -107,28 +104,26 @@ def test_a_run_waits_behind_older_runs_of_its_thread(db: Database) -> None:
     now = datetime.now(UTC)
     older = submit(db, alice, created=now - timedelta(seconds=1))
     newer = submit(db, alice, created=now)
-    assert claim(db, alice, newer)[0] is queries.Claim.BLOCKED  # the older one waits ahead
-    assert claim(db, alice, older)[0] is queries.Claim.CLAIMED
-    assert claim(db, alice, newer)[0] is queries.Claim.BLOCKED  # and now runs ahead
-    with db.transaction() as connection:
-        queries.transition(connection, alice, older, to=RunStatus.COMPLETED,
-                           from_statuses=EXECUTING, attempt=1)
-    assert claim(db, alice, newer)[0] is queries.Claim.CLAIMED
+    assert claim(db, alice, newer)[0] is Claim.BLOCKED  # the older one waits ahead
+    assert claim(db, alice, older)[0] is Claim.CLAIMED
+    assert claim(db, alice, newer)[0] is Claim.BLOCKED  # and now runs ahead
+    assert finish(db, alice, older) is not None
+    assert claim(db, alice, newer)[0] is Claim.CLAIMED
 
 
 def test_other_users_runs_never_block_a_claim(db: Database) -> None:
     alice, bob = owner(), owner()
     for n in range(3):
         run_id = submit(db, bob, thread=f"b{n}")
-        assert claim(db, bob, run_id, max_running=5, thread=f"b{n}")[0] is queries.Claim.CLAIMED
-    assert claim(db, alice, submit(db, alice), max_running=1)[0] is queries.Claim.CLAIMED
+        assert claim(db, bob, run_id, max_running=5, thread=f"b{n}")[0] is Claim.CLAIMED
+    assert claim(db, alice, submit(db, alice), max_running=1)[0] is Claim.CLAIMED
 
 
 def test_the_fallback_claims_a_message_without_dispatch_token(db: Database) -> None:
     alice = owner()
     run_id = submit(db, alice)
     outcome, attempt, event = claim(db, alice, run_id, dispatch=None)
-    assert (outcome, attempt, event.seq) == (queries.Claim.CLAIMED, 1, 1)
+    assert (outcome, attempt, event.seq) == (Claim.CLAIMED, 1, 1)
 
 
 @pytest.mark.parametrize("value", [None, {"nested": [1, "two", None]}, "text", 0])
@@ -144,10 +139,10 @@ def test_rows_written_through_prepared_statements_read_back_unchanged(db: Databa
         assert run.created_at == created and run.dispatched_at == created
         assert run.created_at.tzinfo is not None
     outcome, _attempt, started = claim(db, alice, run_id)
-    assert outcome is queries.Claim.CLAIMED
-    ended = EventLog(db).transition(
-        alice, run_id, "t", to=RunStatus.COMPLETED, from_statuses=EXECUTING, attempt=1,
-        event_type="agent_completed", data={"output": value}, output=value)
+    assert outcome is Claim.CLAIMED
+    ended = RunStates(db).finish(alice, run_id, "t", 1, to=RunStatus.COMPLETED,
+                                 event_type="agent_completed", data={"output": value},
+                                 output=value)
     assert ended is not None and (ended.seq, ended.cursor) == (2, started.cursor + 1)
     with db.session() as session:
         run = queries.get_run(session, alice, run_id)
@@ -163,11 +158,11 @@ def test_the_queued_limit_is_enforced_by_the_insert(db: Database) -> None:
     alice = owner()
     with db.transaction() as connection:
         for _ in range(2):
-            assert queries.create_run(
+            assert RunStates.create(
                 connection, alice, run_id=uuid.uuid4().hex, thread_id="t", agent="echo",
                 input={}, metadata={}, request_id="r", created_at=datetime.now(UTC),
                 max_waiting=2)
-        assert not queries.create_run(
+        assert not RunStates.create(
             connection, alice, run_id=uuid.uuid4().hex, thread_id="t", agent="echo", input={},
             metadata={}, request_id="r", created_at=datetime.now(UTC), max_waiting=2)
         assert queries.count_waiting(connection, alice) == 2

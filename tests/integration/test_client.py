@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from runlane.client import Event, Run, RunlaneAPIError, RunlaneClient, RunlaneConnectionError
-from tests.processes import free_port, kill_group, runlane_script
+from runlane.client import (
+    Event,
+    Run,
+    RunlaneAPIError,
+    RunlaneClient,
+    RunlaneConnectionError,
+)
+from tests.processes import free_port, kill_group, runlane_script, until_serving
 from tests.support import TERMINAL, User
 
 # Installed first on sys.meta_path of a fresh interpreter: any attempt to import server-side
@@ -134,13 +139,7 @@ def web_on(port: int, log: Path) -> Iterator[None]:
                                    env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or still booting its worker
-                time.sleep(0.1)
+        until_serving(process, f"http://127.0.0.1:{port}/healthz", log)
         yield
     finally:
         kill_group(process)

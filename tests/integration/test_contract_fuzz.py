@@ -35,6 +35,21 @@ def bounded(case):  # type: ignore[no-untyped-def]
     return case
 
 
+def conformance_check(operation, examples: int, base_url: str, user,  # type: ignore[no-untyped-def]
+                      statuses: Counter[int]):
+    """The property test of one operation; it counts each answer's status in `statuses`."""
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy().map(bounded))
+    def check(case):  # type: ignore[no-untyped-def]
+        response = case.call(base_url=base_url, headers=user.headers, timeout=30)
+        statuses[response.status_code] += 1
+        case.validate_response(response)
+
+    return check
+
+
 @pytest.fixture
 def fuzz_server(server_with, runlane_worker) -> str:  # type: ignore[no-untyped-def]
     """The app with per-user limits raised: the rate limit has its own tests."""
@@ -54,18 +69,10 @@ def test_every_operation_conforms_and_never_fails_with_5xx(fuzz_user, fuzz_serve
         statuses = answered.setdefault(name, Counter())
 
         examples = SUBMIT_EXAMPLES if operation.method.upper() == "POST" else MAX_EXAMPLES
-
-        @settings(max_examples=examples, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy().map(bounded))
-        def check(case):  # type: ignore[no-untyped-def]
-            response = case.call(base_url=fuzz_server, headers=fuzz_user.headers, timeout=30)
-            statuses[response.status_code] += 1
-            case.validate_response(response)
-
+        check = conformance_check(operation, examples, fuzz_server, fuzz_user, statuses)
         try:
             check()
-        except Exception as exc:  # collect every operation's failure, then report them all
+        except Exception as exc:  # noqa: BLE001 - collect every operation's failure, report all
             failures.append(f"{name}: {exc}")
     assert not failures, "\n\n".join(failures)
     # The submissions were exercised, not turned away by a per-user limit.

@@ -7,9 +7,10 @@ import time
 
 import websocket
 
+from events.eventlog import EventLog
 from runlane.embedded import EmbeddedRedis
 from tests.processes import free_port, web_process, worker_process
-from tests.support import EventSocket
+from tests.support import EventSocket, wait_until
 from webapp.sockets import CloseCode
 
 
@@ -42,7 +43,7 @@ def test_client_resumes_on_a_second_web_process_with_exactly_the_missed_events(
     assert [e["seq"] for e in seen + rest] == list(range(1, 10 * 3 + 3))
 
 
-def test_clients_get_every_event_in_order_across_a_redis_restart(tokens, tmp_path, runlane_env):
+def test_clients_get_every_event_in_order_across_a_redis_restart(tokens, tmp_path, db):
     port = free_port()
     redis_server = EmbeddedRedis(tmp_path / "redis", port=port)
     redis_server.start()
@@ -57,8 +58,12 @@ def test_clients_get_every_event_in_order_across_a_redis_restart(tokens, tmp_pat
             runs = {u.user_id: u.submit("t", "demo", {"steps": 12, "delay_ms": 200})["run_id"]
                     for u in (alice, bob)}
             first = {uid: [sockets[uid].recv_json() for _ in range(3)] for uid in runs}
+            log = EventLog(db)
             redis_server.stop()  # events keep being logged; their publishes fail
-            time.sleep(1.5)
+            at_stop = {uid: len(log.read_after(uid, run_id)) for uid, run_id in runs.items()}
+            wait_until(lambda: all(len(log.read_after(uid, run_id)) >= at_stop[uid] + 3
+                                   for uid, run_id in runs.items()),
+                       30, "each run logged three events while Redis was down")
             redis_server.start()  # same port: web and worker reconnect on their own
             for uid, run_id in runs.items():
                 rest = sockets[uid].events_until_done({run_id}, timeout=60)

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 
 from runlane.cli import _web_argv
 from tests.processes import free_port
+from tests.support import wait_until
+
 
 @pytest.fixture(scope="module")
 def gunicorn(
@@ -27,17 +28,15 @@ def gunicorn(
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=dict(os.environ), stdout=out,
                                    stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+        except OSError:  # not listening yet
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                status = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0]
-            except OSError:
-                time.sleep(0.1)
-                continue
-            if status == 200:
-                break
+        wait_until(healthy, 60, "gunicorn answers /healthz", interval=0.1)
         yield port
     finally:
         process.terminate()
@@ -86,6 +85,6 @@ def test_gunicorns_own_refusals_are_problem_json(gunicorn, raw, status):
 
 @pytest.mark.timeout(120)
 def test_the_app_still_answers_through_the_worker(gunicorn):
-    status, headers, body = exchange(gunicorn, b"GET /api/agents/v2/agents HTTP/1.1\r\nHost: x\r\n"
-                                               b"Connection: close\r\n\r\n")
+    status, headers, _body = exchange(gunicorn, b"GET /api/agents/v2/agents HTTP/1.1\r\n"
+                                                b"Host: x\r\nConnection: close\r\n\r\n")
     assert status == 401 and headers["content-type"].startswith("application/problem+json")

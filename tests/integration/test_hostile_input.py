@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from events.types import MAX_SEQ
+from domain.events import MAX_SEQ
 from runlane import logs
 from runlane.settings import load
 from tests.support import User

@@ -5,14 +5,7 @@ import time
 
 import pytest
 
-
-def until(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.05)
-    return value
+from tests.support import wait_until
 
 
 def state(user, run_id):  # type: ignore[no-untyped-def]
@@ -26,6 +19,8 @@ def test_cancelling_a_queued_run_means_it_never_starts(users):
     response = alice.post(f"/api/agents/v2/{second}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
     assert alice.wait_for_state(first, {"completed"})["status"] == "completed"
+    # Kept: the thread is free now; proving `second` does NOT start means giving it the time
+    # to (the worker takes a waiting run within milliseconds).
     time.sleep(0.5)
     final = state(alice, second)
     assert final["status"] == "cancelled" and final["attempt"] == 0 and final["started_at"] is None
@@ -38,7 +33,7 @@ def test_cancelling_a_running_run_stops_it_at_its_next_step(users):
     sock = alice.socket()
     sock.recv_json()
     run = alice.submit("t", "demo", {"steps": 20, "delay_ms": 200})["run_id"]
-    until(lambda: state(alice, run)["status"] == "running")
+    wait_until(lambda: state(alice, run)["status"] == "running", what="the run is running")
     response = alice.post(f"/api/agents/v2/{run}/cancel")
     assert response.status_code == 202 and response.json()["status"] in ("cancelling", "cancelled")
     events = sock.events_until_done({run})
@@ -93,7 +88,7 @@ def test_enqueue_strategy_starts_the_next_run_after_the_active_one(users):
 def test_interrupt_strategy_cancels_the_active_run_then_starts(users):
     alice = users.user("alice")
     first = alice.submit("t", "demo", {"steps": 20, "delay_ms": 200})["run_id"]
-    until(lambda: state(alice, first)["status"] == "running")
+    wait_until(lambda: state(alice, first)["status"] == "running", what="the first run is running")
     response = alice.post("/api/agents/v2/thread/t/runs",
                           json={"agent": "echo", "input": "now", "multitask_strategy": "interrupt"})
     assert response.status_code == 202
@@ -116,7 +111,8 @@ def test_a_user_at_the_running_limit_does_not_delay_another_users_run(users):
     alice, bob = users.user("alice"), users.user("bob")
     alice_runs = [alice.submit(f"a{i}", "demo", {"steps": 1, "delay_ms": 1500})["run_id"]
                   for i in range(6)]
-    until(lambda: sum(state(alice, r)["status"] == "running" for r in alice_runs) == 4)
+    wait_until(lambda: sum(state(alice, r)["status"] == "running" for r in alice_runs) == 4,
+               what="four of alice's runs are running")
     bob_run = bob.submit("b", "echo", "fair")["run_id"]
     bob_state = bob.wait_for_state(bob_run, {"completed"})
     alice_states = [alice.wait_for_state(r, {"completed"}) for r in alice_runs]

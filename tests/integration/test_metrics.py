@@ -2,12 +2,11 @@
 one scrape shows both sides. Counters are cumulative across the session: compare before/after."""
 from __future__ import annotations
 
-import time
-
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Tokens
+from tests.support import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -40,13 +39,12 @@ def test_a_run_shows_in_every_run_event_and_factory_series(users: Tokens, live_s
         run_id = alice.submit("t1", "demo", {"steps": 2, "delay_ms": 1})["run_id"]
         events = socket.events_until_done({run_id})
         # The worker records the run's duration just after it publishes the terminal event.
-        deadline = time.monotonic() + 10
-        while True:
+        def duration_recorded() -> Samples | None:
             after = scrape(live_server)  # the socket is still open
-            if grew(before, after, "runlane_run_duration_seconds_count", agent="demo",
-                    status="completed") or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return after if grew(before, after, "runlane_run_duration_seconds_count",
+                                 agent="demo", status="completed") else None
+
+        after = wait_until(duration_recorded, 10, "the worker recorded the run's duration")
     finally:
         socket.close()
 
@@ -70,15 +68,16 @@ def test_a_run_shows_in_every_run_event_and_factory_series(users: Tokens, live_s
 def settled(base_url: str, *names: str) -> Samples:
     """A scrape once `names` held still for 0.3 s: sockets of earlier tests on this shared
     server may still be closing (the server notices on its own schedule)."""
-    last = scrape(base_url)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = scrape(base_url)
-        if all(value(now, name) == value(last, name) for name in names):
-            return now
-        last = now
-    return last
+    scrapes: list[Samples] = []
+
+    def held_still() -> Samples | None:  # asked every 0.3 s, the first time at once
+        scrapes.append(scrape(base_url))
+        if len(scrapes) < 2:
+            return None
+        last, now = scrapes[-2:]
+        return now if all(value(now, name) == value(last, name) for name in names) else None
+
+    return wait_until(held_still, 10, f"{', '.join(names)} hold still", interval=0.3)
 
 
 def test_socket_gauges_follow_sockets_opening_and_closing(tokens: Tokens, live_server: str):
@@ -92,13 +91,12 @@ def test_socket_gauges_follow_sockets_opening_and_closing(tokens: Tokens, live_s
     assert grew(idle, open_, "runlane_subscribed_users") == 1  # one user, two sockets
     for s in sockets:
         s.close()
-    deadline = time.monotonic() + 10  # the server notices the close on its own schedule
-    while time.monotonic() < deadline:
+    def back_to_idle() -> Samples | None:  # the server notices the close on its own schedule
         closed = scrape(live_server)
-        if value(closed, "runlane_connected_sockets") == value(idle, "runlane_connected_sockets"):
-            break
-        time.sleep(0.05)
-    assert value(closed, "runlane_connected_sockets") == value(idle, "runlane_connected_sockets")
+        return closed if value(closed, "runlane_connected_sockets") == value(
+            idle, "runlane_connected_sockets") else None
+
+    closed = wait_until(back_to_idle, 10, "the closed sockets are no longer counted")
     assert value(closed, "runlane_subscribed_users") == value(idle, "runlane_subscribed_users")
 
 

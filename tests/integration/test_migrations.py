@@ -39,8 +39,8 @@ def _rows(path: Path, table: str) -> int:
 
 
 def _insert_run(db: sqlite3.Connection, run_id: str, owner: str, key: str | None = None) -> None:
-    columns = "id, owner_id, thread_id, agent, status, input, metadata, request_id, attempt, " \
-              "last_seq, created_at" + (", idempotency_key" if key is not None else "")
+    columns = ("id, owner_id, thread_id, agent, status, input, metadata, request_id, attempt, "
+               "last_seq, created_at") + (", idempotency_key" if key is not None else "")
     values = [run_id, owner, "t", "echo", "completed", "{}", "{}", "r", 1, 2, NOW]
     values += [key] if key is not None else []
     db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(values))})", values)
@@ -53,7 +53,8 @@ def test_upgrading_from_the_first_revision_keeps_every_run_and_every_event(datab
         db.execute("INSERT INTO threads VALUES ('alice', 't', ?)", (NOW,))
         _insert_run(db, "run-1", "alice")
         for seq, kind in ((1, "agent_started"), (2, "agent_completed")):
-            db.execute("INSERT INTO events (owner_id, run_id, thread_id, seq, cursor, type, data, ts)"
+            db.execute("INSERT INTO events"
+                       " (owner_id, run_id, thread_id, seq, cursor, type, data, ts)"
                        " VALUES ('alice', 'run-1', 't', ?, ?, ?, '{}', ?)", (seq, seq, kind, NOW))
 
     command.upgrade(config, "head")

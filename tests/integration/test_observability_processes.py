@@ -3,7 +3,6 @@ worker, separate processes sharing one PROMETHEUS_MULTIPROC_DIR, logging JSON li
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import requests
 from runlane.settings import load
 from tests.integration.test_metrics import scrape, value
 from tests.processes import Stack, free_port
-from tests.support import User
+from tests.support import User, wait_until
 
 CANARY = "input-canary-" + uuid.uuid4().hex  # an agent input that must never reach a log
 
@@ -78,13 +77,12 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_the_web_scrape_adds_up_the_samples_of_the_worker_processes(fleet: Fleet):
     # The worker's child records the run's duration (its last sample) just after publishing
     # the terminal event, which the fixture already received: wait for it, then check all.
-    deadline = time.monotonic() + 10
-    while True:
+    def duration_recorded() -> Any:
         samples = scrape(fleet.web)
-        if value(samples, "runlane_run_duration_seconds_count", agent="echo",
-                 status="completed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return samples if value(samples, "runlane_run_duration_seconds_count", agent="echo",
+                                status="completed") else None
+
+    samples = wait_until(duration_recorded, 10, "the worker's child recorded the run's duration")
     # queued is counted by the web process; running and completed by the worker's child.
     for status in ("queued", "running", "completed"):
         assert value(samples, "runlane_runs_total", status=status, agent="echo") == 1, status
@@ -101,14 +99,10 @@ def test_every_web_worker_answers_for_the_sockets_of_the_others(fleet: Fleet):
     try:
         for s in sockets:
             assert s.recv_json()["type"] == "ready"
-        answers: set[float] = set()
-        deadline = time.monotonic() + 30  # each process refreshes its gauges every 5 s
-        while time.monotonic() < deadline:
-            answers = {value(scrape(fleet.web), "runlane_connected_sockets") for _ in range(6)}
-            if answers == {4.0}:
-                break
-            time.sleep(0.5)
-        assert answers == {4.0}
+        # Each process refreshes its gauges every 5 s.
+        wait_until(lambda: {value(scrape(fleet.web), "runlane_connected_sockets")
+                            for _ in range(6)} == {4.0},
+                   30, "every scrape counts the 4 sockets", interval=0.5)
     finally:
         for s in sockets:
             s.close()

@@ -74,7 +74,7 @@ def test_each_route_is_documented_once_under_api_agents_and_v2_comes_before_v1(l
 
 
 def test_the_documented_limits_of_query_numbers_are_the_servers(live_server):
-    from events.types import MAX_SEQ
+    from domain.events import MAX_SEQ
     from webapp.runs import CURSOR_MAX_LENGTH
 
     paths = requests.get(f"{live_server}/api/openapi.json", timeout=5).json()["paths"]

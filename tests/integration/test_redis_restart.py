@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.processes import Stack, kill_group
+from tests.support import wait_until
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
+LOST = "Connection to broker lost"  # what Celery's consumer logs when it notices
 
 
 @pytest.fixture
@@ -34,13 +36,13 @@ def kill_redis(stack: Stack) -> None:
     stack.redis.process = None
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
+def outage(stack: Stack, *workers: str) -> None:
+    """Redis SIGKILLed, and back on its port once every worker noticed it was gone (so the
+    workers really recover from a lost broker, not from a blip they never saw)."""
+    kill_redis(stack)
+    wait_until(lambda: all(LOST in stack.log(name) for name in workers), 30,
+               f"{', '.join(workers)} noticed the lost broker connection")
+    stack.redis.start()
 
 
 def test_worker_serves_again_after_redis_restarts_mid_run(stack, tokens):
@@ -49,9 +51,7 @@ def test_worker_serves_again_after_redis_restarts_mid_run(stack, tokens):
     run = alice.submit("t", "demo", {"steps": 10, "delay_ms": 700})["run_id"]
     wait_until(lambda: alice.get(f"/api/agents/v2/{run}/state").json()["last_seq"] >= 2,
                20, "the run is under way")
-    kill_redis(stack)
-    time.sleep(3)  # the outage: the worker notices the lost broker connection meanwhile
-    stack.redis.start()
+    outage(stack, "w1")
     back = time.monotonic()
 
     state = alice.wait_for_state(run, TERMINAL, timeout=40)
@@ -72,9 +72,7 @@ def test_every_run_in_flight_ends_terminal_and_the_reaper_still_works_after_redi
             for n in range(4)]
     wait_until(lambda: sum(alice.get(f"/api/agents/v2/{r}/state").json()["status"] == "running"
                            for r in runs) == 2, 20, "two runs are under way")
-    kill_redis(stack)
-    time.sleep(3)
-    stack.redis.start()
+    outage(stack, *workers)
     for run in runs:
         state = alice.wait_for_state(run, TERMINAL, timeout=60)
         assert state["status"] == "completed", state

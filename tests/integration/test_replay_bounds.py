@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from events.types import MAX_SEQ
+from domain.events import MAX_SEQ
 from storage import event_queries
 from webapp.socket_session import MAX_REPLAYS, SocketSession
 
@@ -88,7 +88,7 @@ def test_repeated_subscribes_keep_one_replay_per_run_or_thread(history):
 
 
 def test_more_queued_replays_than_the_cap_answer_an_error(history):
-    alice, run, st = history
+    alice, _run, st = history
     session = SocketSession(user_id=alice.user_id, log=st.events, db=st.db)
     threads = [f"cap{n}" for n in range(12)]
     for thread in threads:  # runs the worker need not execute: only their threads matter

@@ -1,12 +1,12 @@
 """Retention: the purge job, run by a real worker, deletes only events older than the limit."""
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
 from storage.models import EventRecord
+from tests.support import wait_until
 
 
 def test_purge_task_removes_events_past_retention_and_keeps_recent_ones(users, app):
@@ -20,17 +20,15 @@ def test_purge_task_removes_events_past_retention_and_keeps_recent_ones(users, a
     db = app.extensions["runlane"].db
     with db.session() as session:
         session.execute(update(EventRecord).where(EventRecord.run_id == old)
-                        .values(ts=datetime.now(timezone.utc) - timedelta(days=8)))
+                        .values(ts=datetime.now(UTC) - timedelta(days=8)))
 
     def count(run_id: str) -> int:
         with db.session() as session:
-            return int(session.execute(select(func.count()).where(EventRecord.run_id == run_id)).scalar_one())
+            return int(session.execute(
+                select(func.count()).where(EventRecord.run_id == run_id)).scalar_one())
 
     purge_events.delay()  # through the broker to the worker, as beat sends it
-    deadline = time.monotonic() + 20
-    while count(old) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert count(old) == 0
+    wait_until(lambda: count(old) == 0, 20, "the old run's events are purged", interval=0.1)
     assert count(new) == 2
     assert alice.get(f"/api/agents/v2/{new}/events").json()["items"][0]["seq"] == 1
 

@@ -12,7 +12,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from alembic.config import Config
 
 from storage.db import MIGRATIONS, make_engine, migrate
 from storage.schema import SchemaNotCurrent, require_current_schema, schema_status
-from tests.processes import free_port, runlane_script
-from tests.support import readyz_until
+from tests.processes import free_port, runlane_script, until_serving
+from tests.support import postgres_database, readyz_until
 
 
 def _env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
@@ -83,15 +82,7 @@ def test_runlane_web_migrates_first_when_auto_migrate_is_on(redis_url: str, tmp_
             env=_env(redis_url, database_url, RUNLANE_AUTO_MIGRATE="true"),
             stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                break
-            except requests.RequestException:  # refused, or slow to answer while booting
-                time.sleep(0.1)
+        ready = until_serving(process, f"http://127.0.0.1:{port}/readyz", log, status=None)
         assert ready.status_code == 200, ready.text
         require_current_schema(database_url)
     finally:
@@ -193,21 +184,10 @@ def test_readyz_answers_503_with_database_while_the_disk_under_sqlite_fails(
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database on the test server (skipped when there is none)."""
-    import uuid
-
-    psycopg = pytest.importorskip("psycopg")
-    admin_url = os.environ.get("RUNLANE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=2)
-    except psycopg.OperationalError:
-        pytest.skip(f"no PostgreSQL reachable at {admin_url}")
-    name = f"runlane_guard_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres_database("runlane_guard") as url:
+        if url is None:
+            pytest.skip("no PostgreSQL reachable")
+        yield url
 
 
 def test_readyz_answers_503_with_database_while_postgresql_is_read_only(server_with,
@@ -260,7 +240,7 @@ def _race_auto_migrate(url: str, racers: int = 4) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    for proc, (out, err) in zip(procs, results):
+    for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0 and out.strip() == "done", err[-3000:]
     engine = make_engine(url)
     try:

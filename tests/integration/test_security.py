@@ -17,7 +17,8 @@ from tests.conftest import TEST_SECRET
 from tests.support import EventSocket
 
 NOW = int(time.time())
-GOOD = {"sub": "alice", "iss": "runlane", "aud": "runlane", "iat": NOW, "nbf": NOW, "exp": NOW + 600}
+GOOD = {"sub": "alice", "iss": "runlane", "aud": "runlane",
+        "iat": NOW, "nbf": NOW, "exp": NOW + 600}
 
 
 def forge(claims: dict, key: str = TEST_SECRET, alg: str = "HS256") -> str:
@@ -77,7 +78,8 @@ def test_a_valid_token_passes_both_doors(live_server):
 def test_forged_task_message_sent_to_the_broker_is_refused_by_the_worker(users):
     """Valid shape, altered user id, original signature: never executed, the run fails."""
     import tasks
-    from factories.context import UserExecutionContext, sign_context
+    from domain.context import UserExecutionContext
+    from factories.context import sign_context
     from runlane.settings import load
 
     alice, mallory = users.user("alice"), users.user("mallory")
@@ -86,9 +88,10 @@ def test_forged_task_message_sent_to_the_broker_is_refused_by_the_worker(users):
     watcher = mallory.socket()
     watcher.recv_json()
     state = alice.get(f"/api/agents/v2/{victim}/state").json()
+    created_at = datetime.fromisoformat(state["created_at"].replace("Z", "+00:00"))
     honest = UserExecutionContext(
         user_id=alice.user_id, thread_id="t", run_id=victim, request_id="x", agent="echo",
-        input="secret", created_at=datetime.fromisoformat(state["created_at"].replace("Z", "+00:00")))
+        input="secret", created_at=created_at)
     signed = sign_context(honest, load().context_signing_key())
     serializer = URLSafeSerializer(b"unused", salt="runlane.context.v1")
     _valid, data = serializer.loads_unsafe(signed)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (st.lists(children, max_size=5)
+                      | st.dictionaries(st.text(max_size=10), children, max_size=5)),
     max_leaves=30,
 )
 MESSAGES = st.fixed_dictionaries(

@@ -5,6 +5,8 @@ import json
 
 import websocket
 
+from tests.support import wait_until
+
 
 def ws_url(base: str) -> str:
     return base.replace("http://", "ws://") + "/api/agents/v2/ws"
@@ -91,8 +93,6 @@ def test_frame_over_the_size_limit_closes_1009(server_with, tokens):
 
 
 def test_channel_is_subscribed_while_a_socket_is_open_and_dropped_after(tokens, redis_url):
-    import time
-
     import redis
 
     from events.channels import user_channel
@@ -109,7 +109,4 @@ def test_channel_is_subscribed_while_a_socket_is_open_and_dropped_after(tokens, 
     first.recv_json(), second.recv_json()
     assert subscribers() == 1  # one connection per process, whatever the socket count
     first.close(), second.close()
-    deadline = time.monotonic() + 5
-    while subscribers() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert subscribers() == 0
+    wait_until(lambda: subscribers() == 0, 5, "the process unsubscribed")

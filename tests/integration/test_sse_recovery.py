@@ -11,6 +11,7 @@ import requests
 
 from runlane.embedded import EmbeddedRedis
 from tests.processes import free_port, worker_process
+from tests.support import wait_until
 
 
 def sse_events(response: requests.Response, deadline: float) -> Iterator[dict]:
@@ -26,12 +27,12 @@ def logged_to_the_end(app, user_id: str, run_id: str, timeout: float = 20) -> bo
     """Whether the run's terminal event reached the log (read straight from the database,
     since HTTP routes may need Redis)."""
     log = app.extensions["runlane"].events
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e.type == "agent_completed" for e in log.read_after(user_id, run_id, 0)):
-            return True
-        time.sleep(0.05)
-    return False
+    try:
+        return wait_until(lambda: any(e.type == "agent_completed"
+                                      for e in log.read_after(user_id, run_id, 0)),
+                          timeout, f"run {run_id} logged its end")
+    except AssertionError:
+        return False
 
 
 def test_sse_gets_the_terminal_event_after_a_redis_outage(server_with, tokens, tmp_path, app):

@@ -70,7 +70,7 @@ def test_internal_errors_still_answer_a_bare_500() -> None:
     (status 500) and an unexpected exception keep saying nothing about themselves."""
     from flask import Flask
 
-    from runlane.errors import ConfigurationError
+    from domain.errors import ConfigurationError
     from webapp import problems
 
     app = Flask("probe")

@@ -1,4 +1,5 @@
-"""Two users, concurrent runs, one web process: each sees all of its own events and none of the other's."""
+"""Two users, concurrent runs, one web process: each sees all of its own events and none of
+the other's."""
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,8 @@ def test_each_user_receives_only_its_own_events_in_order(users):
 
     def submit(user):  # type: ignore[no-untyped-def]
         for i in range(3):
-            runs[user.user_id].append(user.submit(f"t{i}", "demo", {"steps": 3, "delay_ms": 5})["run_id"])
+            run = user.submit(f"t{i}", "demo", {"steps": 3, "delay_ms": 5})
+            runs[user.user_id].append(run["run_id"])
 
     threads = [threading.Thread(target=submit, args=(u,)) for u in (alice, bob)]
     for t in threads:

@@ -70,7 +70,8 @@ def test_execute_rejects_out_of_range_timeouts(users, timeout):
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_run_agent_starts_a_run_visible_through_v2(users, prefix):
     alice = users.user("alice")
-    response = alice.post(f"{prefix}/run_agent", json={"query": "count these words", "id": "legacy-1"})
+    response = alice.post(f"{prefix}/run_agent",
+                          json={"query": "count these words", "id": "legacy-1"})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "started" and body["thread_id"] == "legacy-1"
@@ -88,7 +89,8 @@ def test_message_uses_the_thread_and_v1_reads_answer_in_v1_shapes(users):
     alice.wait_for_state(run_id, {"completed"})
 
     status = alice.get(f"/api/agent/{run_id}/status")
-    assert status.json() == {"run_id": run_id, "status": "completed", "is_complete": True, "error": None}
+    assert status.json() == {"run_id": run_id, "status": "completed", "is_complete": True,
+                             "error": None}
     assert_deprecated(status, "/api/agents/v2/{run_id}/state")
 
     state = alice.get(f"/api/agents/{run_id}/state").json()
@@ -111,7 +113,8 @@ def test_v1_run_produces_the_same_events_as_a_v2_run(users):
     alice = users.user("alice")
     sock = alice.socket()
     sock.recv_json()
-    v1 = alice.post("/api/agents/message", json={"message": "same input", "thread_id": "cmp"}).json()
+    v1 = alice.post("/api/agents/message",
+                    json={"message": "same input", "thread_id": "cmp"}).json()
     v2 = alice.submit("cmp", "demo", {"text": "same input"})
     events = sock.events_until_done({v1["run_id"], v2["run_id"]})
     sock.close()
@@ -147,7 +150,8 @@ def test_factory_only_turns_v1_into_410_while_v2_keeps_working(server_with, toke
 
 def test_per_route_override_retires_one_route_only(server_with, tokens, runlane_worker):
     alice = tokens.user("alice").on(server_with(migration_routes={"execute": "factory_only"}))
-    assert alice.post("/api/agents/execute", json={"agent_type": "echo", "message": "x"}).status_code == 410
+    retired = alice.post("/api/agents/execute", json={"agent_type": "echo", "message": "x"})
+    assert retired.status_code == 410
     assert alice.post("/api/agents/message", json={"message": "x"}).status_code == 200
     report = alice.get("/api/agents/v2/migration").json()
     by_route = {r["route"]: r for r in report["routes"]}
@@ -175,7 +179,8 @@ def test_migration_report_counts_v1_calls_across_web_processes(server_with, toke
 
     def calls() -> int:
         report = alice.get("/api/agents/v2/migration").json()
-        return next(r["calls"] for r in report["routes"] if r["route"] == "/api/agent/<run_id>/status")
+        return next(r["calls"] for r in report["routes"]
+                    if r["route"] == "/api/agent/<run_id>/status")
 
     before = calls()
     alice.get("/api/agent/abc/status")
@@ -186,7 +191,8 @@ def test_migration_report_counts_v1_calls_across_web_processes(server_with, toke
     assert report["mode"] == "factory_preferred"
     row = next(r for r in report["routes"] if r["route"] == "/api/agents/execute")
     assert row == row | {"version": "v1", "prefix": "/api/agents", "deprecated": True,
-                         "factory_backed": True, "successor": "/api/agents/v2/thread/{thread_id}/runs"}
+                         "factory_backed": True,
+                         "successor": "/api/agents/v2/thread/{thread_id}/runs"}
     assert row["sunset"].startswith("2027")
     v2_row = next(r for r in report["routes"] if r["route"] == "/api/agent/v2/<run_id>/state")
     assert v2_row["version"] == "v2" and v2_row["deprecated"] is False and v2_row["calls"] is None

@@ -79,7 +79,7 @@ def test_all_runs_lists_every_thread_of_the_caller_and_nothing_of_anyone_else(to
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == list(reversed(list(zip(ids, ["a", "b", "a"]))))
+    assert seen == list(reversed(list(zip(ids, ["a", "b", "a"], strict=True))))
     assert tokens.user("carol").get("/api/agents/v2/runs").json()["items"] == []
 
 
@@ -91,7 +91,8 @@ def test_agents_lists_echo_and_demo_with_input_schemas(tokens):
 
 
 def test_unknown_agent_is_422(tokens):
-    body = assert_problem(tokens.user().post("/api/agents/v2/thread/t/runs", json={"agent": "nope"}), 422)
+    response = tokens.user().post("/api/agents/v2/thread/t/runs", json={"agent": "nope"})
+    body = assert_problem(response, 422)
     assert body["errors"][0]["path"] == "/agent"
 
 
@@ -115,7 +116,8 @@ def test_wrongly_typed_fields_are_422(tokens):
 
 @pytest.mark.parametrize("thread", ["a" * 65, "bad.id", "sp ace", "%24x"])
 def test_invalid_thread_ids_are_400(tokens, thread):
-    assert_problem(tokens.user().post(f"/api/agents/v2/thread/{thread}/runs", json={"agent": "echo"}), 400)
+    response = tokens.user().post(f"/api/agents/v2/thread/{thread}/runs", json={"agent": "echo"})
+    assert_problem(response, 400)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,8 @@ def test_invalid_thread_ids_are_400(tokens, thread):
 )
 def test_missing_or_invalid_token_is_401(live_server, headers):
     response = requests.post(
-        f"{live_server}/api/agents/v2/thread/t/runs", json={"agent": "echo"}, headers=headers, timeout=5
+        f"{live_server}/api/agents/v2/thread/t/runs", json={"agent": "echo"}, headers=headers,
+        timeout=5,
     )
     assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -1,13 +1,13 @@
 """Small builders and test doubles shared by the unit tests (no project code is patched)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from events.types import Event
-from factories.context import RunLimits, UserExecutionContext
+from domain.context import RunLimits, UserExecutionContext
+from domain.events import Event
 
-CREATED = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
+CREATED = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 
 def make_ctx(**overrides: Any) -> UserExecutionContext:
@@ -26,31 +26,45 @@ def make_ctx(**overrides: Any) -> UserExecutionContext:
 
 
 class CollectingEmitter:
-    """Implements the engine's Emitter protocol: records (type, data), numbers events from 1;
-    `transition` asks `record` whether the terminal state may be written (like the database)."""
+    """Implements the engine's Emitter protocol: records (type, data), numbers events from 1."""
 
-    def __init__(self, run_id: str = "run-1", thread_id: str = "thread-1",
-                 record: "RecordTerminal | None" = None) -> None:
+    def __init__(self, run_id: str = "run-1", thread_id: str = "thread-1") -> None:
         self.run_id = run_id
         self.thread_id = thread_id
-        self.record = record or RecordTerminal()
         self.emitted: list[tuple[str, Any]] = []
-
-    def transition(self, *, to: Any, from_statuses: Any, event_type: str, data: Any,
-                   output: Any = None, error: Any = None, **values: Any) -> Event | None:
-        if not self.record(to, output, error):
-            return None
-        return self.emit(event_type, data)
 
     def emit(self, type: str, data: Any) -> Event:
         self.emitted.append((type, data))
         seq = len(self.emitted)
         return Event(type=type, run_id=self.run_id, thread_id=self.thread_id, seq=seq,
-                     cursor=seq, ts=datetime.now(timezone.utc), data=data)
+                     cursor=seq, ts=datetime.now(UTC), data=data)
 
     @property
     def types(self) -> list[str]:
         return [t for t, _ in self.emitted]
+
+
+class CollectingControl:
+    """Implements the engine's Control protocol: `check` raises `exc` at its `at`-th call
+    (when given); `finish` asks `record` whether the terminal state may be written (like the
+    database's conditional UPDATE) and, when it may, emits the event through `emitter`."""
+
+    def __init__(self, emitter: CollectingEmitter, record: RecordTerminal | None = None, *,
+                 exc: BaseException | None = None, at: int = 2) -> None:
+        self.emitter = emitter
+        self.record = record or RecordTerminal()
+        self.exc, self.at, self.checks = exc, at, 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.exc is not None and self.checks == self.at:
+            raise self.exc
+
+    def finish(self, to: Any, *, event_type: str, data: Any, output: Any = None,
+               error: Any = None, **values: Any) -> Event | None:
+        if not self.record(to, output, error):
+            return None
+        return self.emitter.emit(event_type, data)
 
 
 class RecordTerminal:
@@ -75,3 +89,20 @@ class RecordingPublisher:
 
     def flush(self) -> bool:
         return True
+
+
+class MemoryLog:
+    """Stands for events.eventlog.EventLog without a database: numbers each run's events from
+    1 and each owner's from 1 (the cursor), and keeps them in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def append(self, owner_id: str, run_id: str, thread_id: str, type: str, data: Any, *,
+               attempt: int | None = None) -> Event:
+        seq = 1 + sum(e.run_id == run_id for e in self.events)
+        cursor = 1 + len(self.events)  # one owner per test is enough here
+        event = Event(type=type, run_id=run_id, thread_id=thread_id, seq=seq, cursor=cursor,
+                      ts=datetime.now(UTC), data=data)
+        self.events.append(event)
+        return event

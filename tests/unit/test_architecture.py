@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agents", "events", "factories", "runlane", "storage", "tasks", "webapp")
+PACKAGES = ("agents", "domain", "events", "factories", "runlane", "storage", "tasks", "webapp")
 TOP_LEVEL_MODULES = ("celeryconfig",)
 # Alembic loads these by path inside its own migration context; nothing imports them by name.
 NOT_IMPORTED_BY_NAME = ("storage.migrations",)
@@ -227,9 +227,59 @@ RULES: list[tuple[str, str, frozenset[str]]] = [
     ("the Celery settings module imports nothing of the worker", "celeryconfig",
      frozenset({"tasks"})),
     ("the engine's interface sits below both its builder and its implementation",
-     "runlane.engine_api", frozenset(PACKAGES)),
-    ("identifier patterns are a leaf", "runlane.ids", frozenset(PACKAGES)),
+     "runlane.engine_api", frozenset(set(PACKAGES) - {"domain"})),
+    ("the domain words are a leaf", "domain",
+     frozenset(set(PACKAGES) - {"domain"}) | {"flask", "celery", "kombu", "redis", "sqlalchemy"}),
+    # The web's run logic stays in webapp/ (docs/architecture.md says why) but needs no Flask:
+    # a worker or the CLI may import it as it is.
+    *[(f"{module} runs without Flask", module,
+       frozenset({"flask", "werkzeug", "flask_sock", "simple_websocket", "webapp.extensions",
+                  "webapp.auth"}))
+      for module in ("webapp.runs", "webapp.streams", "webapp.socket_session",
+                     "webapp.socket_replay", "webapp.schemas", "webapp.v1_models")],
+    ("the Python client imports no server package", "runlane.client",
+     frozenset(set(PACKAGES) - {"runlane"}) | {"flask", "celery", "kombu", "sqlalchemy"}),
 ]
+
+# The rooms from the top down: a module may import its own layer and the ones below it, never
+# one above. `runlane` is split: its shell (the CLI, the supervisor, gunicorn's hooks) sits on
+# top, its plumbing (settings, logs, metrics, tokens) below everything but the domain.
+LAYERS: list[tuple[str, ...]] = [
+    ("webapp", "runlane.cli", "runlane.cli_client", "runlane.supervisor", "runlane.embedded",
+     "runlane.gunicorn_conf", "runlane.gunicorn_worker"),
+    ("tasks",),
+    ("factories",),
+    ("events", "agents"),
+    ("storage",),
+    ("runlane", "celeryconfig"),
+    ("domain",),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the most specific prefix naming `module`."""
+    best, depth = len(LAYERS), -1
+    for index, members in enumerate(LAYERS):
+        for prefix in members:
+            if _within(module, prefix) and prefix.count(".") > depth:
+                best, depth = index, prefix.count(".")
+    return best
+
+
+def test_every_module_sits_in_a_layer():
+    unplaced = sorted(m for m in MODULES if layer_of(m) == len(LAYERS))
+    assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
+
+
+def test_imports_never_go_up_a_layer():
+    graph = import_graph()
+    upward = sorted(
+        f"{MODULES[source].relative_to(ROOT)}:{imp.line} imports {target} "
+        f"({LAYERS[layer_of(target)][0]} is above {LAYERS[layer_of(source)][0]})"
+        for source, targets in graph.items() for target, imps in targets.items()
+        for imp in imps[:1] if layer_of(target) < layer_of(source)
+    )
+    assert not upward, "imports going up a layer:\n  " + "\n  ".join(upward)
 
 
 @pytest.mark.parametrize(("rule", "importers", "forbidden"), RULES, ids=[r[0] for r in RULES])
@@ -258,11 +308,27 @@ def test_the_web_reaches_no_task_module_even_through_the_dispatcher():
     assert not reached, f"the web's imports lead to task modules: {reached}"
 
 
-def test_the_dispatcher_sends_the_name_the_task_is_registered_under():
-    from tasks.dispatch import EXECUTE_RUN
-    from tasks.run import execute_run
+def _constant(module: str, name: str) -> object:
+    """The value a module-level `name = <literal>` assigns, read from the source."""
+    for node in ast.parse(MODULES[module].read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{module} assigns no {name}")
 
-    assert execute_run.name == EXECUTE_RUN
+
+def test_the_dispatcher_sends_the_name_the_task_is_registered_under():
+    """Read from the source: importing the task modules here would configure the process's
+    Celery app for the rest of the session (from this test's environment, which has none)."""
+    registered = [
+        keyword.value.value
+        for node in ast.walk(ast.parse(MODULES["tasks.run"].read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name == "execute_run"
+        for decorator in node.decorator_list if isinstance(decorator, ast.Call)
+        for keyword in decorator.keywords
+        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant)
+    ]
+    assert registered == [_constant("tasks.dispatch", "EXECUTE_RUN")]
 
 
 # -- token code stays light -------------------------------------------------------------------
@@ -287,7 +353,8 @@ def _loaded_after(code: str, tmp_path: Path) -> list[str]:
     """The top-level modules `code` leaves in sys.modules, run in a fresh interpreter with a
     configuration of its own (a scratch instance, a secret; no broker or database)."""
     env = _scratch_env(tmp_path)
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = (code + "\nimport json, sys"
+             "\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
     result = subprocess.run([sys.executable, "-c", probe], check=False, cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -320,14 +387,14 @@ def test_runlane_token_loads_no_worker_or_database_code(tmp_path: Path):
 
 
 def test_identifier_patterns_have_one_home():
-    """runlane/ids.py is the leaf every room takes id patterns from; nobody defines its own."""
-    import factories.context
-    import runlane.ids
+    """domain/ids.py is the leaf every room takes id patterns from; nobody defines its own."""
+    import domain.context
+    import domain.ids
     import runlane.tokens
 
-    assert runlane.tokens.is_user_id is runlane.ids.is_user_id
-    assert factories.context.USER_PATTERN is runlane.ids.USER_PATTERN
-    assert factories.context.ID_PATTERN is runlane.ids.ID_PATTERN
+    assert runlane.tokens.is_user_id is domain.ids.is_user_id
+    assert domain.context.USER_PATTERN is domain.ids.USER_PATTERN
+    assert domain.context.ID_PATTERN is domain.ids.ID_PATTERN
 
 
 # -- every module imports first ----------------------------------------------------------------

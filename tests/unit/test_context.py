@@ -6,15 +6,14 @@ import pytest
 from itsdangerous import URLSafeSerializer
 from pydantic import ValidationError
 
+from domain.context import RunLimits, UserExecutionContext
+from domain.errors import ContextTampered, MalformedContext
 from factories.context import (
     ContextSigner,
-    RunLimits,
-    UserExecutionContext,
     claimed_run_id,
     sign_context,
     verify_context,
 )
-from runlane.errors import ContextTampered, MalformedContext
 from tests.unit.helpers import make_ctx
 
 KEY = b"unit-test-signing-key"
@@ -184,20 +183,20 @@ def test_the_run_a_refused_message_names_is_read_from_either_payload_form():
 @pytest.mark.parametrize("value", ["t1\n", "t1\r", "\nt1", "t1\x00", "t 1", "", "a" * 65, None, 7,
                                    "t\u0661"])
 def test_an_id_with_anything_around_or_inside_it_is_not_an_id(value):
-    from runlane.ids import is_id
+    from domain.ids import is_id
 
     assert not is_id(value)
 
 
 @pytest.mark.parametrize("value", ["alice\n", "alice\r\n", "al ice", "", "a" * 129, ["alice"]])
 def test_a_user_id_with_a_trailing_newline_is_not_a_user_id(value):
-    from runlane.ids import is_user_id
+    from domain.ids import is_user_id
 
     assert not is_user_id(value)
 
 
 def test_ordinary_ids_are_ids():
-    from runlane.ids import is_id, is_user_id
+    from domain.ids import is_id, is_user_id
 
     assert is_id("t1") and is_id("a" * 64) and is_id("run_-9")
     assert is_user_id("alice@example.org") and is_user_id("a" * 128)

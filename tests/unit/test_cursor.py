@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from runlane.errors import InvalidInput
+from domain.errors import InvalidInput
 from storage.models import Run
 from webapp.runs import decode_cursor, encode_cursor
 
@@ -15,7 +15,7 @@ def b64(raw: bytes) -> str:
 
 
 @pytest.mark.parametrize("created_at", [
-    datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc),
+    datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
     datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=-5))),
 ])
 def test_decode_cursor_inverts_encode_cursor(created_at):

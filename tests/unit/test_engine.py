@@ -5,10 +5,10 @@ import pytest
 from agents.base import Agent, AgentError
 from agents.builtin import DemoAgent, EchoAgent
 from agents.tools import default_tools
-from factories.context import RunLimits
-from storage.models import RunStatus
+from domain.context import RunLimits
+from domain.status import RunStatus
 from tasks.engine import ExecutionEngine
-from tests.unit.helpers import CollectingEmitter, RecordTerminal, make_ctx
+from tests.unit.helpers import CollectingControl, CollectingEmitter, RecordTerminal, make_ctx
 
 TWO_STEPS = [
     "agent_started",
@@ -20,9 +20,9 @@ TWO_STEPS = [
 
 def run_engine(agent_obj, *, record=None, **ctx_fields):
     record = record or RecordTerminal()
-    emitter = CollectingEmitter(record=record)
+    emitter = CollectingEmitter()
     engine = ExecutionEngine(make_ctx(**ctx_fields), agent_obj, emitter=emitter,
-                             tools=default_tools())
+                             tools=default_tools(), control=CollectingControl(emitter, record))
     return engine.run(), emitter, record
 
 
@@ -39,17 +39,19 @@ def test_tool_events_carry_the_call_id_arguments_and_result():
     _, emitter, _ = run_engine(DemoAgent(), input={"steps": 2, "text": "a b c"})
     tool_events = [(t, d) for t, d in emitter.emitted if t.startswith("tool_")]
     assert tool_events == [
-        ("tool_executing", {"tool": "calculator", "call_id": 1, "arguments": {"expression": "1**2+1"}}),
+        ("tool_executing",
+         {"tool": "calculator", "call_id": 1, "arguments": {"expression": "1**2+1"}}),
         ("tool_completed", {"tool": "calculator", "call_id": 1, "result": 2}),
         ("tool_executing", {"tool": "word_count", "call_id": 2, "arguments": {"text": "a b c"}}),
-        ("tool_completed", {"tool": "word_count", "call_id": 2, "result": {"words": 3, "characters": 5}}),
+        ("tool_completed",
+         {"tool": "word_count", "call_id": 2, "result": {"words": 3, "characters": 5}}),
     ]
 
 
 def test_demo_failing_at_step_two_ends_with_agent_failed_and_records_failed():
     outcome, emitter, record = run_engine(DemoAgent(), input={"steps": 3, "fail_at": 2})
-    assert emitter.types == TWO_STEPS[:4] + ["agent_failed"]
-    type_, data = emitter.emitted[-1]
+    assert emitter.types == [*TWO_STEPS[:4], "agent_failed"]
+    _type, data = emitter.emitted[-1]
     assert "step 2" in data["error"]
     assert outcome.status is RunStatus.FAILED
     assert len(record.calls) == 1
@@ -75,10 +77,10 @@ def test_missing_agent_fails_the_run_after_agent_started():
 
 
 def test_exceeding_max_steps_fails_the_run():
-    outcome, emitter, record = run_engine(DemoAgent(), input={"steps": 2},
-                                          limits=RunLimits(max_steps=2))
+    _outcome, emitter, record = run_engine(DemoAgent(), input={"steps": 2},
+                                           limits=RunLimits(max_steps=2))
     # think + tool call are the two allowed steps; the second think is the third.
-    assert emitter.types == TWO_STEPS[:4] + ["agent_failed"]
+    assert emitter.types == [*TWO_STEPS[:4], "agent_failed"]
     assert "2 steps" in emitter.emitted[-1][1]["error"]
     assert record.calls[0][0] is RunStatus.FAILED
 
@@ -166,7 +168,8 @@ def test_a_failing_observer_does_not_break_the_run():
 
     seen, emitter = Seen(), CollectingEmitter()
     engine = ExecutionEngine(make_ctx(input={"steps": 1}), DemoAgent(), emitter=emitter,
-                             tools=default_tools(), observers=[Broken(), seen])
+                             tools=default_tools(), control=CollectingControl(emitter),
+                             observers=[Broken(), seen])
     assert engine.run().status is RunStatus.COMPLETED
     assert seen.seqs == [1, 2, 3, 4, 5]
 
@@ -179,27 +182,16 @@ def test_agent_error_is_an_exception_the_engine_reports_by_message():
         def run(self, ctx):
             raise AgentError("no luck today")
 
-    outcome, emitter, _ = run_engine(Explicit(), agent="explicit")
+    _, emitter, _ = run_engine(Explicit(), agent="explicit")
     assert emitter.emitted[-1] == ("agent_failed", {"error": "no luck today"})
-
-
-class _Control:
-    """A RunControl stand-in that raises `exc` at the `at`-th check."""
-
-    def __init__(self, exc: BaseException, at: int = 2) -> None:
-        self.exc, self.at, self.checks = exc, at, 0
-
-    def check(self) -> None:
-        self.checks += 1
-        if self.checks == self.at:
-            raise self.exc
 
 
 def _controlled(exc: BaseException):
     record = RecordTerminal()
-    emitter = CollectingEmitter(record=record)
+    emitter = CollectingEmitter()
     engine = ExecutionEngine(make_ctx(input={"steps": 5}), DemoAgent(), emitter=emitter,
-                             tools=default_tools(), control=_Control(exc))
+                             tools=default_tools(),
+                             control=CollectingControl(emitter, record, exc=exc))
     return engine.run(), emitter, record
 
 
@@ -219,13 +211,13 @@ def test_a_soft_time_limit_ends_the_run_timed_out(kind):
     from tasks.lifecycle import RunTimedOut
 
     exc = RunTimedOut("soft limit") if kind == "soft_check" else SoftTimeLimitExceeded()
-    outcome, emitter, record = _controlled(exc)
+    outcome, emitter, _record = _controlled(exc)
     assert outcome.status is RunStatus.TIMED_OUT
     assert emitter.types[-1] == "agent_timed_out"
 
 
 def test_a_superseded_attempt_stops_without_writing_anything():
-    from storage.queries import Superseded
+    from domain.errors import Superseded
 
     outcome, emitter, record = _controlled(Superseded("run-1"))
     assert outcome.status is None

@@ -5,26 +5,21 @@ import pytest
 from agents.builtin import DemoAgent, EchoAgent
 from agents.registry import AgentRegistry, default_registry
 from agents.tools import default_tools
+from domain.errors import UnprocessableInput
 from events.channels import user_channel
-from events.eventlog import EventLog
 from factories.agents import AgentInstanceFactory
 from factories.bridge import WebSocketBridgeFactory
 from factories.engine import ExecutionEngineFactory
-from runlane.errors import UnprocessableInput
-from storage.db import Database, migrate
 from tasks.engine import ExecutionEngine
-from tests.unit.helpers import CollectingEmitter, RecordingPublisher, make_ctx
+from tests.unit.helpers import (
+    CollectingControl,
+    CollectingEmitter,
+    MemoryLog,
+    RecordingPublisher,
+    make_ctx,
+)
 
 PREFIX = "rl-test"
-
-
-@pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'unit.db'}"
-    migrate(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def test_agent_factory_creates_a_new_instance_for_each_run():
@@ -51,9 +46,9 @@ def test_agent_factory_only_knows_its_own_registry():
         factory.create(make_ctx(agent="demo"))
 
 
-def test_bridges_of_different_users_publish_on_their_own_user_channels(db):
-    factory = WebSocketBridgeFactory(log=EventLog(db), publisher=RecordingPublisher(),
-                                     channel_prefix=PREFIX)
+def test_bridges_of_different_users_publish_on_their_own_user_channels():
+    publisher = RecordingPublisher()
+    factory = WebSocketBridgeFactory(log=MemoryLog(), publisher=publisher, channel_prefix=PREFIX)
     alice = factory.create(make_ctx(user_id="alice", run_id="ra"))
     bob = factory.create(make_ctx(user_id="bob", run_id="rb"))
     assert alice.channel == user_channel(PREFIX, "alice")
@@ -61,10 +56,14 @@ def test_bridges_of_different_users_publish_on_their_own_user_channels(db):
     assert alice.channel != bob.channel
     assert (alice.user_id, alice.run_id) == ("alice", "ra")
     assert (bob.user_id, bob.run_id) == ("bob", "rb")
+    alice.emit("agent_thinking", {"text": "mine"})
+    bob.emit("agent_thinking", {"text": "his"})
+    assert [channel for channel, _ in publisher.published] == [alice.channel, bob.channel]
+    assert '"mine"' in publisher.published[0][1] and '"his"' in publisher.published[1][1]
 
 
-def test_two_runs_of_the_same_user_get_distinct_bridges_on_the_same_channel(db):
-    factory = WebSocketBridgeFactory(log=EventLog(db), publisher=RecordingPublisher(),
+def test_two_runs_of_the_same_user_get_distinct_bridges_on_the_same_channel():
+    factory = WebSocketBridgeFactory(log=MemoryLog(), publisher=RecordingPublisher(),
                                      channel_prefix=PREFIX)
     first = factory.create(make_ctx(user_id="alice", run_id="r1"))
     second = factory.create(make_ctx(user_id="alice", run_id="r2"))
@@ -77,8 +76,9 @@ def test_engine_factory_creates_distinct_engines_bound_to_their_own_context():
     factory = ExecutionEngineFactory(engine=ExecutionEngine, tools=default_tools())
     ctx1, ctx2 = make_ctx(user_id="alice", run_id="r1"), make_ctx(user_id="bob", run_id="r2")
     agent1, agent2 = DemoAgent(), DemoAgent()
-    e1 = factory.create(ctx1, agent1, CollectingEmitter())
-    e2 = factory.create(ctx2, agent2, CollectingEmitter())
+    emitter1, emitter2 = CollectingEmitter(), CollectingEmitter()
+    e1 = factory.create(ctx1, agent1, emitter1, CollectingControl(emitter1))
+    e2 = factory.create(ctx2, agent2, emitter2, CollectingControl(emitter2))
     assert e1 is not e2
     assert e1.ctx is ctx1 and e2.ctx is ctx2
     assert e1.agent is agent1 and e2.agent is agent2
@@ -90,7 +90,7 @@ def test_engine_factory_builds_the_engine_class_it_is_handed():
     built = []
 
     class FakeEngine:
-        def __init__(self, ctx, agent, *, emitter, tools, control=None):
+        def __init__(self, ctx, agent, *, emitter, tools, control):
             built.append((ctx, agent, emitter, tools, control))
 
     tools = default_tools()
@@ -104,8 +104,8 @@ def test_engine_factory_builds_the_engine_class_it_is_handed():
 def test_time_limits_come_from_configuration_then_the_agent_then_defaults():
     from agents.base import Agent
     from agents.registry import AgentRegistry
+    from domain.context import RunLimits
     from factories.agents import AgentInstanceFactory
-    from factories.context import RunLimits
 
     class Quick(Agent):
         name, description = "quick", "test agent"

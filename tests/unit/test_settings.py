@@ -4,15 +4,15 @@ import stat
 
 import pytest
 
-from runlane.errors import ConfigurationError
+from domain.errors import ConfigurationError
 from runlane.settings import Settings, instance_secret
 
 SECRET = "s" * 40
 
 
 def settings(tmp_path, **kw):
-    base = dict(instance_path=tmp_path, redis_url=None, database_url=None, secret_key=None,
-                signing_key=None, env="development")
+    base = {"instance_path": tmp_path, "redis_url": None, "database_url": None,
+            "secret_key": None, "signing_key": None, "env": "development"}
     base.update(kw)
     return Settings(**base)
 

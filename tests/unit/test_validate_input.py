@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from agents.builtin import EchoAgent
 from agents.registry import default_registry
-from runlane.errors import UnprocessableInput
+from agents.tools import default_tools
+from domain.errors import UnprocessableInput
+from tasks.engine import ExecutionEngine
+from tests.unit.helpers import CollectingControl, CollectingEmitter, make_ctx
+from webapp.problems import http_status
 from webapp.runs import RunService
 
 
@@ -16,7 +23,7 @@ def service():
 def test_unknown_agent_is_unprocessable_with_agent_path(service):
     with pytest.raises(UnprocessableInput) as info:
         service.validate_input("nope", {})
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
     assert info.value.extra["errors"][0]["path"] == "/agent"
     assert "nope" in info.value.detail
 
@@ -42,9 +49,20 @@ def test_demo_input_that_is_not_an_object_is_unprocessable(service):
         service.validate_input("demo", None)
 
 
-def test_echo_accepts_any_json_value(service):
-    for value in (None, 1, "x", [1, {"a": []}]):
-        service.validate_input("echo", value)
+ANY_JSON = [None, True, False, 0, -7, 1.5, "", "x", "ünïcode ✓", [], {}, [1, {"a": []}],
+            {"nested": {"list": [None, "s", 2.25, False]}, "empty": ""}]
+
+
+@pytest.mark.parametrize("value", ANY_JSON, ids=lambda v: json.dumps(v))
+def test_echo_accepts_any_json_value_and_returns_it_unchanged(service, value):
+    assert service.validate_input("echo", value) is None
+    emitter = CollectingEmitter()
+    engine = ExecutionEngine(make_ctx(agent="echo", input=value), EchoAgent(), emitter=emitter,
+                             tools=default_tools(), control=CollectingControl(emitter))
+    outcome = engine.run()
+    assert emitter.types == ["agent_started", "agent_completed"]
+    assert outcome.output == value and type(outcome.output) is type(value)
+    assert json.loads(json.dumps(outcome.output)) == value  # as stored and sent
 
 
 def test_out_of_range_steps_are_reported_at_their_path(service):

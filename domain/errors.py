@@ -1,4 +1,8 @@
-"""One exception tree for everything a caller may need to act on; translated once at the edge."""
+"""One exception tree for everything a caller may need to act on.
+
+It says what went wrong, not how a protocol spells it: the web maps each class to its HTTP
+status in one place (webapp/problems.py).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +11,6 @@ from typing import Any
 class RunlaneError(Exception):
     """Base of every error Runlane raises on purpose."""
 
-    status = 500
     title = "Internal error"
 
     def __init__(self, detail: str = "", **extra: Any) -> None:
@@ -23,44 +26,38 @@ class ConfigurationError(RunlaneError):
 
 
 class InvalidInput(RunlaneError):
-    """A request body or parameter is malformed (HTTP 400)."""
+    """A request body or parameter is malformed."""
 
-    status = 400
     title = "Bad request"
 
 
 class Unauthenticated(RunlaneError):
-    """No token, or a token that does not verify (HTTP 401)."""
+    """No token, or a token that does not verify."""
 
-    status = 401
     title = "Unauthorized"
 
 
 class NotFound(RunlaneError):
     """The resource does not exist *for this caller* (another user's answers the same)."""
 
-    status = 404
     title = "Not found"
 
 
 class Conflict(RunlaneError):
-    """The request conflicts with the resource's current state (HTTP 409)."""
+    """The request conflicts with the resource's current state."""
 
-    status = 409
     title = "Conflict"
 
 
 class PayloadTooLarge(RunlaneError):
-    """The request body exceeds the configured limit (HTTP 413)."""
+    """The request body exceeds the configured limit."""
 
-    status = 413
     title = "Payload too large"
 
 
 class TooManyRequests(RunlaneError):
-    """A per-user limit was reached; retry after `retry_after` seconds (HTTP 429)."""
+    """A per-user limit was reached; retry after `retry_after` seconds."""
 
-    status = 429
     title = "Too many requests"
 
     def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
@@ -69,10 +66,15 @@ class TooManyRequests(RunlaneError):
 
 
 class UnprocessableInput(RunlaneError):
-    """Well-formed input that fails validation: unknown agent, schema errors (HTTP 422)."""
+    """Well-formed input that fails validation: unknown agent, schema errors."""
 
-    status = 422
     title = "Unprocessable input"
+
+
+class Unavailable(RunlaneError):
+    """A service the request needs is down for now (Redis, the database); retrying may work."""
+
+    title = "Service unavailable"
 
 
 class ContextTampered(RunlaneError):
@@ -85,3 +87,10 @@ class MalformedContext(RunlaneError):
     """A serialized context is missing fields or has fields of the wrong type."""
 
     title = "Malformed context"
+
+
+class Superseded(RunlaneError):
+    """The attempt that tried to write no longer holds its run (reaped, cancelled, finished
+    elsewhere): it must stop without writing anything more."""
+
+    title = "Attempt superseded"

@@ -23,7 +23,8 @@ class EventType(str, enum.Enum):
         return self.value in TERMINAL_TYPES
 
 
-TERMINAL_TYPES = frozenset({"agent_completed", "agent_failed", "agent_cancelled", "agent_timed_out"})
+TERMINAL_TYPES = frozenset(
+    {"agent_completed", "agent_failed", "agent_cancelled", "agent_timed_out"})
 
 
 @dataclass(frozen=True, slots=True)
