@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -42,11 +43,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{item.nodeid} uses {', '.join(wanted)}; {MOVE_IT}", pytrace=False)
 
 
-def _refuse(what: str) -> Any:
-    def refused(*args: Any, **kwargs: Any) -> NoReturn:
-        pytest.fail(f"a unit test {what}; {MOVE_IT}", pytrace=False)
+def _refuse(what: str, original: Any, background: set[threading.Thread]) -> Any:
+    """`original`, refused to the test and to the threads it starts. Threads already running
+    when it began (an in-process worker and its reaper, left by integration tests of the
+    same session) are not the unit test's doing and go on as before."""
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() in background:
+            return original(*args, **kwargs)
+        fail(what)
 
     return refused
+
+
+def fail(what: str) -> NoReturn:
+    pytest.fail(f"a unit test {what}; {MOVE_IT}", pytrace=False)
 
 
 def redis_servers(pid: int | None = None) -> set[int]:
@@ -79,11 +89,13 @@ def stand_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     monkeypatch.setenv("RUNLANE_INSTANCE_PATH", str(tmp_path / "instance"))
     monkeypatch.setenv("RUNLANE_SECRET_KEY", SECRET)
     monkeypatch.setenv("RUNLANE_ENV", "development")
-    monkeypatch.setattr(redis.connection.AbstractConnection, "connect",
-                        _refuse("connected to Redis"))
-    monkeypatch.setattr(EmbeddedRedis, "start", _refuse("started a redis-server"))
-    monkeypatch.setattr(Engine, "connect", _refuse("connected to a database"))
-    monkeypatch.setattr(Engine, "raw_connection", _refuse("connected to a database"))
+    background = set(threading.enumerate()) - {threading.current_thread()}
+    for owner, name, what in (
+            (redis.connection.AbstractConnection, "connect", "connected to Redis"),
+            (EmbeddedRedis, "start", "started a redis-server"),
+            (Engine, "connect", "connected to a database"),
+            (Engine, "raw_connection", "connected to a database")):
+        monkeypatch.setattr(owner, name, _refuse(what, getattr(owner, name), background))
     before = redis_servers()
     yield
     left = redis_servers() - before
